@@ -1,0 +1,211 @@
+"""Greedy and beam-search decoding, written once against a small backend interface.
+
+A backend (PyTorch in ``training.backend``, ONNX Runtime in the service) implements three calls:
+
+- ``encode(src_ids, src_mask) -> state``: run the encoder for a batch of sources, shapes (B, S).
+- ``step(tokens, state) -> (logits, state)``: feed one token per row (N,), get next-token logits (N, V)
+  and the state grown by one position (the KV cache).
+- ``reorder(state, rows) -> state``: keep/duplicate/permute the rows of the state (beam bookkeeping and
+  dropping finished sources).
+
+Everything here is numpy; no torch. Evaluation of a checkpoint and the service therefore decode the same way
+by construction, and the parity of two backends can be checked step by step and word by word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from g2p.tokenization import BOS_ID, EOS_ID
+
+
+class Backend(Protocol):
+    def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> Any: ...
+
+    def step(self, tokens: np.ndarray, state: Any) -> tuple[np.ndarray, Any]: ...
+
+    def reorder(self, state: Any, rows: np.ndarray) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One output sequence: token ids (without ``</s>``), its total log-probability and ranking score."""
+
+    tokens: tuple[int, ...]
+    logprob: float
+    score: float
+    finished: bool = True
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. ``beam_size == 1`` is greedy search."""
+
+    beam_size: int = 1
+    nbest: int = 1
+    length_penalty: float = 1.0
+    """Beam hypotheses are ranked by logprob / length**length_penalty (0 = raw log-probability)."""
+    max_len_a: float = 1.5
+    max_len_b: int = 8
+    """A source of S tokens may produce at most a*S + b output tokens (and never more than ``max_len``)."""
+    max_len: int = 48
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if not 1 <= self.nbest <= self.beam_size:
+            raise ValueError(f"nbest must be in [1, beam_size={self.beam_size}], got {self.nbest}")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+
+    def limits(self, src_mask: np.ndarray) -> np.ndarray:
+        """Per-source maximum number of output tokens (including ``</s>``)."""
+        src_len = src_mask.sum(axis=1)
+        return np.minimum(np.ceil(self.max_len_a * src_len + self.max_len_b), self.max_len).astype(np.int64)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float32, copy=False)
+    m = x.max(axis=-1, keepdims=True)
+    z = x - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def decode(
+    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+) -> list[list[Hypothesis]]:
+    """n-best hypotheses (best first) for each source row; greedy when ``options.beam_size == 1``."""
+    if options.beam_size == 1:
+        return [[h] for h in greedy_search(backend, src_ids, src_mask, options)]
+    return beam_search(backend, src_ids, src_mask, options)
+
+
+def greedy_search(
+    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+) -> list[Hypothesis]:
+    """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch."""
+    n = src_ids.shape[0]
+    limits = options.limits(src_mask)
+    state = backend.encode(src_ids, src_mask)
+    active = np.arange(n)  # source index of each state row
+    tokens = np.full(n, BOS_ID, dtype=np.int64)
+    out: list[list[int]] = [[] for _ in range(n)]
+    logprob = np.zeros(n, dtype=np.float64)
+    finished = np.zeros(n, dtype=bool)
+    t = 0
+    while active.size:
+        logits, state = backend.step(tokens, state)
+        logp = log_softmax(logits)
+        best = logp.argmax(axis=-1)
+        t += 1
+        keep = []
+        for row, src in enumerate(active):
+            tok = int(best[row])
+            logprob[src] += float(logp[row, tok])
+            if tok == EOS_ID:
+                finished[src] = True
+                continue
+            out[src].append(tok)
+            if t < limits[src]:
+                keep.append(row)
+        if len(keep) < active.size:
+            rows = np.asarray(keep, dtype=np.int64)
+            active, best = active[rows], best[rows]
+            if active.size:
+                state = backend.reorder(state, rows)
+        tokens = best.astype(np.int64)
+    return [Hypothesis(tuple(out[i]), float(logprob[i]), float(logprob[i]), bool(finished[i])) for i in range(n)]
+
+
+@dataclass
+class _Beams:
+    """Book-keeping of one source during beam search."""
+
+    live: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # (tokens, logprob)
+    finished: list[Hypothesis] = field(default_factory=list)
+
+
+def beam_search(
+    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+) -> list[list[Hypothesis]]:
+    """Batched beam search with length normalisation.
+
+    Each step expands every live beam of every active source and takes the 2K best candidates of each
+    source: those ending in ``</s>`` among the K best join the finished list, the best K others stay live.
+    A source is done when it holds K finished hypotheses (or hits its length limit; its live beams then
+    count as unfinished).
+    Done sources leave the batch, so the backend computes only what is still needed.
+    """
+    k = options.beam_size
+    n = src_ids.shape[0]
+    limits = options.limits(src_mask)
+    alpha = options.length_penalty
+
+    def norm(logprob: float, length: int) -> float:
+        return logprob / (max(length, 1) ** alpha) if alpha else logprob
+
+    state = backend.encode(src_ids, src_mask)
+    state = backend.reorder(state, np.repeat(np.arange(n), k))  # row = src * K + beam
+    empty: tuple[int, ...] = ()
+    beams = [_Beams(live=[(empty, 0.0)] + [(empty, -np.inf)] * (k - 1)) for _ in range(n)]
+    active = list(range(n))
+    tokens = np.full(n * k, BOS_ID, dtype=np.int64)
+    t = 0
+    while active:
+        logits, state = backend.step(tokens, state)
+        t += 1
+        logp = log_softmax(logits).reshape(len(active), k, -1)  # (A, K, V)
+        vocab = logp.shape[-1]
+        live_scores = np.array([[lp for _, lp in beams[s].live] for s in active])  # (A, K)
+        cand = (live_scores[:, :, None] + logp).reshape(len(active), k * vocab)  # (A, K*V)
+        order = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (A, 2K)
+        next_rows: list[int] = []
+        next_tokens: list[int] = []
+        still_active: list[int] = []
+        for a, src in enumerate(active):
+            b = beams[src]
+            new_live: list[tuple[tuple[int, ...], float]] = []
+            parents: list[int] = []
+            for rank, flat in enumerate(order[a]):
+                score = float(cand[a, flat])
+                if score == -np.inf:
+                    break
+                parent, tok = divmod(int(flat), vocab)
+                seq = b.live[parent][0]
+                if tok == EOS_ID:
+                    if rank < k:  # an end among the K best; lower-ranked ends are dropped
+                        b.finished.append(Hypothesis(seq, score, norm(score, t)))
+                elif len(new_live) < k:
+                    new_live.append(((*seq, tok), score))
+                    parents.append(parent)
+            if len(b.finished) >= k:
+                continue
+            if t >= limits[src] or not new_live:
+                b.finished.extend(Hypothesis(s, lp, norm(lp, t), finished=False) for s, lp in new_live)
+                continue
+            while len(new_live) < k:  # fewer than K finite candidates: pad with dead beams
+                new_live.append(((), -np.inf))
+                parents.append(0)
+            b.live = new_live
+            still_active.append(src)
+            next_rows.extend(a * k + p for p in parents)
+            next_tokens.extend(seq[-1] if seq else EOS_ID for seq, _ in new_live)
+        active = still_active
+        if active:
+            state = backend.reorder(state, np.asarray(next_rows, dtype=np.int64))
+            tokens = np.asarray(next_tokens, dtype=np.int64)
+    results = []
+    for b in beams:
+        ranked = sorted(b.finished, key=lambda h: (not h.finished, -h.score))
+        results.append(ranked[: options.nbest])
+    return results
+
+
+def batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import PRONS, ROOT, WORDS, make_model
+
+from g2p.decoding import DecodeOptions
+from g2p.pipeline import transcribe
+from training import checkpoint as ckpt
+from training.backend import TorchBackend
+from training.data import encode_entries, iterate_batches
+from training.train import TrainConfig, lr_at, main
+
+
+def test_a_tiny_model_overfits_a_few_pairs(tokenizers, torch_threads):
+    entries = list(zip(WORDS, PRONS, strict=True)) * 3  # 36 pairs
+    examples = encode_entries(tokenizers, entries[:32])
+    model = make_model(tokenizers, seed=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(0)
+    losses = []
+    model.train()
+    for _ in range(60):
+        for batch in iterate_batches(examples, max_tokens=400, rng=rng):
+            loss = F.cross_entropy(model(batch.src, batch.src_mask, batch.tgt_in).flatten(0, 1),
+                                   batch.tgt_out.flatten(), ignore_index=0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    out = transcribe(TorchBackend(model), tokenizers, WORDS, DecodeOptions(beam_size=3, max_len=16))
+    assert [" ".join(r[0].phonemes) for r in out] == PRONS
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=100)
+    assert lr_at(50, cfg) == pytest.approx(5e-4)
+    assert lr_at(100, cfg) == pytest.approx(1e-3)
+    assert lr_at(400, cfg) == pytest.approx(5e-4)
+
+
+@pytest.fixture(scope="module")
+def lexicon(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lex") / "lex.tsv"
+    rows = [f"{w}\t{p}" for w, p in zip(WORDS, PRONS, strict=True)] * 4
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+TINY = ["--test-split", "", "--dev-words", "3", "--d-model", "32", "--d-ff", "64", "--n-heads", "2",
+        "--threads", "1", "--log-every-steps", "1", "--warmup-steps", "10"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_then_resume_through_the_cli(lexicon, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data", str(lexicon), "--out", str(out), "--epochs", "2", "--average-last", "2", *TINY]) == 0
+    for name in ("best.pt", "last.pt", "averaged.pt", "src_tokenizer.json", "tgt_tokenizer.json",
+                 "metrics.jsonl", "learning_curve.png", "train_config.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rows} == {"train", "dev", "averaged"}
+    assert main(["--resume", str(out / "last.pt"), "--epochs", "3"]) == 0
+    last = ckpt.load_raw(out / "last.pt")
+    assert last["epoch"] == 3
+    loaded = ckpt.load_model(out / "best.pt")
+    assert loaded.config.d_model == 32
+    assert "optimizer" not in loaded.raw  # best.pt holds weights only
+    capsys.readouterr()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training.train", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "/nonexistent/lexicon.tsv"], "--data: file not found: /nonexistent/lexicon.tsv"),
+        (["--test-split", "/nonexistent/test"], "--test-split: file not found"),
+        (["--d-model", "30", "--n-heads", "4"], "d_model (30) must be divisible by n_heads (4)"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--resume", "/nonexistent/last.pt"], "checkpoint not found"),
+    ],
+)
+def test_cli_bad_input_fails_fast_with_a_message(args, message, tmp_path):
+    proc = _cli("--out", str(tmp_path / "o"), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_rejects_a_malformed_tsv(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("cat\tK AE1 T\ndog D AO1 G\n")
+    proc = _cli("--data", str(bad), "--test-split", "", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "bad.tsv:2: expected 'source<TAB>target'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_rejects_a_pickle_that_is_not_a_checkpoint(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"hello": object}, evil)  # needs full unpickling; weights_only refuses it
+    proc = _cli("--resume", str(evil))
+    assert proc.returncode == 2
+    assert "not a readable checkpoint" in proc.stderr

