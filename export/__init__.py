@@ -1,0 +1,1 @@
+"""Offline export: checkpoint -> ONNX graphs -> a versioned, parity-gated model bundle."""

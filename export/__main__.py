@@ -1,0 +1,3 @@
+from export.bundle_export import main
+
+raise SystemExit(main())

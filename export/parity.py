@@ -1,0 +1,126 @@
+"""The parity gate: ONNX Runtime vs PyTorch, tensor by tensor and word by word. A miss fails the export."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, DecodeCheck, OutputDiff, TensorCheck
+from g2p.decoding import Backend, DecodeOptions
+from g2p.ort_backend import CPU, make_session
+from g2p.pipeline import transcribe
+from g2p.tokenization import G2PTokenizers
+from training.model import Transformer
+
+BATCHES = (1, 3, 8, 32)
+STEP_PAST = (1, 6)  # past lengths for the decoder-step checks (a single new token, and a 3-token block)
+
+
+def source_lengths(max_source_len: int) -> list[int]:
+    return sorted({n for n in (1, 2, 7, 33, max_source_len) if n <= max_source_len})
+
+
+def diff(actual: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[bool, OutputDiff]:
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return False, OutputDiff(max_abs=float("inf"), max_rel=float("inf"))
+    abs_err = np.abs(a - e)
+    rel = abs_err / np.maximum(np.abs(e), 1e-12)
+    ok = bool(np.all(abs_err <= atol + rtol * np.abs(e)))
+    return ok, OutputDiff(max_abs=float(abs_err.max(initial=0.0)), max_rel=float(rel.max(initial=0.0)))
+
+
+def _random_sources(model: Transformer, batch: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Random ids; row 0 is full length, the others random lengths in [1, length] (padded batches)."""
+    ids = torch.randint(4, model.cfg.src_vocab_size, (batch, length), generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    lengths[0] = length
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    return ids.masked_fill(~mask, model.cfg.pad_id), mask
+
+
+def tensor_checks(
+    model: Transformer, graph_paths: dict[str, Path], atol: float, rtol: float, providers: Sequence[str] = (CPU,)
+) -> list[TensorCheck]:
+    """Run every graph at shapes other than the export example and compare every output."""
+    model = model.eval()
+    sessions = {name: make_session(path, list(providers)) for name, path in graph_paths.items()}
+    g = torch.Generator().manual_seed(1)
+    checks: list[TensorCheck] = []
+
+    def compare(graph: str, case: str, feeds: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+        names = list(expected)
+        got = sessions[graph].run(names, {k: v.numpy() for k, v in feeds.items()})
+        results = {n: diff(o, expected[n].numpy(), atol, rtol) for n, o in zip(names, got, strict=True)}
+        checks.append(
+            TensorCheck(
+                graph=graph,
+                case=case,
+                ok=all(ok for ok, _ in results.values()),
+                outputs={n: d for n, (_, d) in results.items()},
+            )
+        )
+
+    with torch.no_grad():
+        for batch in BATCHES:
+            for s in source_lengths(model.cfg.max_source_len):
+                case = f"batch={batch} src_len={s}"
+                src, mask = _random_sources(model, batch, s, g)
+                memory = model.encode(src, mask)
+                compare(ENCODER, case, {"src_ids": src, "src_mask": mask}, {"memory": memory})
+
+                # decoder, no cache: a single first step, and a 3-token prefix
+                ck, cv = model.cross_kv(memory)
+                for t in (1, 3):
+                    tgt = torch.randint(4, model.cfg.tgt_vocab_size, (batch, t), generator=g)
+                    logits, pk, pv = model.decode(tgt, ck, cv, mask)
+                    compare(
+                        DECODER,
+                        f"{case} tgt_len={t}",
+                        {"tgt_ids": tgt, "memory": memory, "src_mask": mask},
+                        {"logits": logits, "present_k": pk, "present_v": pv, "cross_k": ck, "cross_v": cv},
+                    )
+                # decoder step with a cache: one new token after P, and a block of 3
+                for past, t in ((STEP_PAST[0], 1), (STEP_PAST[1], 1), (STEP_PAST[1], 3)):
+                    prefix = torch.randint(4, model.cfg.tgt_vocab_size, (batch, past), generator=g)
+                    _, pk, pv = model.decode(prefix, ck, cv, mask)
+                    tgt = torch.randint(4, model.cfg.tgt_vocab_size, (batch, t), generator=g)
+                    logits, nk, nv = model.decode(tgt, ck, cv, mask, pk, pv)
+                    compare(
+                        DECODER_STEP,
+                        f"{case} past_len={past} tgt_len={t}",
+                        {"tgt_ids": tgt, "past_k": pk, "past_v": pv, "cross_k": ck, "cross_v": cv, "src_mask": mask},
+                        {"logits": logits, "present_k": nk, "present_v": nv},
+                    )
+    return checks
+
+
+def decode_check(
+    variant: str,
+    reference: Backend,
+    candidate: Backend,
+    tok: G2PTokenizers,
+    words: Sequence[str],
+    beam_size: int,
+    max_len: int,
+) -> tuple[DecodeCheck, list[tuple[str, ...]]]:
+    """Decode ``words`` with both backends through the same decoding code; token sequences must be identical."""
+    options = DecodeOptions(beam_size=beam_size, nbest=1, max_len=max_len)
+    ref = [r[0].phonemes for r in transcribe(reference, tok, words, options)]
+    cand = [r[0].phonemes for r in transcribe(candidate, tok, words, options)]
+    same = [a == b for a, b in zip(ref, cand, strict=True)]
+    rows = zip(words, ref, cand, same, strict=True)
+    examples = [f"{w}: reference={' '.join(a)} candidate={' '.join(b)}" for w, a, b, s in rows if not s][:5]
+    check = DecodeCheck(
+        variant=variant,
+        beam_size=beam_size,
+        words=len(words),
+        identical=sum(same),
+        ok=all(same),
+        examples=examples,
+    )
+    return check, cand

@@ -1,0 +1,298 @@
+"""Bundle variants beside the fp32 graphs, each with its own gate.
+
+- ``optimized``: onnxruntime's transformer optimizer (fusions that apply to our graphs) followed by ONNX
+  Runtime's own extended graph optimisations, saved offline; the runtime loads it without re-optimising.
+  CPU only (the saved graph may hold CPU-specific fused kernels). Gate: identical decoding vs PyTorch.
+- ``int8``: dynamic quantisation of the MatMul weights (``quantize_dynamic``). The weight format (signed,
+  signed with reduced range, unsigned) is chosen by measured logit error, and recorded. Gate: test-set WER
+  within ``int8_max_wer_increase`` points of fp32, otherwise the variant is refused and the manifest says so.
+- ``fp16``: float16 weights and float16 memory/caches/logits for the CUDA execution provider. Checked
+  structurally here; its parity/speed check needs an NVIDIA GPU (``bench/gpu_check.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export.graphs import check_graph
+from export.parity import decode_check
+from g2p.bundle import DECODER_STEP, GRAPH_NAMES, DecodeCheck, GraphSpec, Manifest, VariantInfo
+from g2p.decoding import Backend, DecodeOptions
+from g2p.lexicon import read_test_split
+from g2p.metrics import error_rates
+from g2p.ort_backend import CPU, CUDA, OrtBackend
+from g2p.pipeline import transcribe
+from g2p.tokenization import G2PTokenizers
+from training.model import Transformer
+
+if TYPE_CHECKING:
+    from export.bundle_export import ExportOptions
+
+
+@dataclass
+class VariantResult:
+    name: str
+    info: VariantInfo | None  # None = refused
+    checks: list[DecodeCheck] = field(default_factory=list)
+
+
+Log = Callable[[str], None]
+
+
+def build_variants(
+    names: tuple[str, ...],
+    staging: Path,
+    paths: dict[str, Path],
+    model: Transformer,
+    tok: G2PTokenizers,
+    manifest: Manifest,
+    torch_backend: Backend,
+    opts: ExportOptions,
+    log: Log,
+) -> list[VariantResult]:
+    from export.bundle_export import held_out_words
+
+    words = held_out_words(opts.words_file, opts.parity_words, set(tok.source_alphabet()))
+    out = []
+    for name in names:
+        if name == "optimized":
+            out.append(optimized_variant(staging, paths, model, tok, manifest, torch_backend, words, opts, log))
+        elif name == "int8":
+            out.append(int8_variant(staging, paths, tok, manifest, opts, log))
+        elif name == "fp16":
+            out.append(fp16_variant(staging, paths, tok, manifest, words, opts, log))
+        else:
+            raise ValueError(f"unknown variant {name!r}")
+    return out
+
+
+def _with_variant(manifest: Manifest, name: str, info: VariantInfo) -> Manifest:
+    m = manifest.model_copy(deep=True)
+    m.variants[name] = info
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optimized
+# ---------------------------------------------------------------------------------------------------------
+def optimized_variant(
+    staging: Path,
+    paths: dict[str, Path],
+    model: Transformer,
+    tok: G2PTokenizers,
+    manifest: Manifest,
+    torch_backend: Backend,
+    words: list[str],
+    opts: ExportOptions,
+    log: Log,
+) -> VariantResult:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    cfg = model.cfg
+    files, fusions = {}, {}
+    for graph, src in paths.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            fused = optimize_model(
+                str(src), model_type="bert", num_heads=cfg.n_heads, hidden_size=cfg.d_model, opt_level=0
+            )
+        fusions[graph] = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+        with tempfile.TemporaryDirectory() as tmp:
+            fused_path = Path(tmp) / "fused.onnx"
+            fused.save_model_to_file(str(fused_path))
+            dst = staging / f"optimized_{graph}.onnx"
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = str(dst)
+            ort.InferenceSession(str(fused_path), so, providers=[CPU])
+        files[graph] = dst.name
+    info = VariantInfo(
+        files=files,
+        providers=[CPU],
+        notes=(
+            "onnxruntime transformer optimizer + ORT extended graph optimisations, saved offline; load with "
+            "graph optimisations disabled. Attention/MultiHeadAttention fusion does not apply: our attention is "
+            "exported from F.scaled_dot_product_attention with a boolean mask (Where + Softmax + IsNaN guard) "
+            "while the fusion expects an additive mask before Softmax; SkipLayerNormalization does fuse."
+        ),
+        details={"fusions": fusions, "session_graph_optimization": "disable_all"},
+    )
+    candidate = OrtBackend(staging, "optimized", [CPU], threads=opts.threads,
+                           manifest=_with_variant(manifest, "optimized", info))  # fmt: skip
+    checks = []
+    for beam in opts.beams:
+        check, _ = decode_check("optimized", torch_backend, candidate, tok, words, beam, cfg.max_target_len)
+        checks.append(check)
+        log(f"decode parity optimized beam {beam}: {check.identical}/{check.words} identical")
+    if not all(c.ok for c in checks):
+        raise _gate_error("optimized", checks)
+    log(f"optimized variant: fusions {fusions}")
+    return VariantResult("optimized", info, checks)
+
+
+def _gate_error(name: str, checks: list[DecodeCheck]) -> Exception:
+    from export.graphs import ExportError
+
+    bad = [f"beam {c.beam_size}: {c.identical}/{c.words} identical, e.g. {c.examples[:2]}" for c in checks if not c.ok]
+    return ExportError(f"{name} variant decodes differently from PyTorch: " + "; ".join(bad))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# int8
+# ---------------------------------------------------------------------------------------------------------
+INT8_CANDIDATES: dict[str, dict[str, Any]] = {
+    "qint8": {"weight_type": "QInt8", "reduce_range": False},
+    "qint8_reduce_range": {"weight_type": "QInt8", "reduce_range": True},
+    "quint8": {"weight_type": "QUInt8", "reduce_range": False},
+}
+
+
+def _quantize(src: Path, dst: Path, setting: dict[str, Any]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=getattr(QuantType, setting["weight_type"]),
+        reduce_range=setting["reduce_range"],
+        op_types_to_quantize=["MatMul"],
+    )
+
+
+def _logit_error(fp32_step: Path, quant_step: Path, manifest: Manifest) -> float:
+    """Max |logit difference| of the decoder step on a fixed random batch."""
+    cfg = manifest.model_config_
+    rng = np.random.default_rng(0)
+    n, s, p = 16, 9, 5
+    layers, heads, dh = cfg["n_decoder_layers"], cfg["n_heads"], cfg["d_model"] // cfg["n_heads"]
+    feeds = {
+        "tgt_ids": rng.integers(4, cfg["tgt_vocab_size"], (n, 1)).astype(np.int64),
+        "past_k": rng.standard_normal((layers, n, heads, p, dh)).astype(np.float32),
+        "past_v": rng.standard_normal((layers, n, heads, p, dh)).astype(np.float32),
+        "cross_k": rng.standard_normal((layers, n, heads, s, dh)).astype(np.float32),
+        "cross_v": rng.standard_normal((layers, n, heads, s, dh)).astype(np.float32),
+        "src_mask": np.ones((n, s), dtype=bool),
+    }
+    a = ort.InferenceSession(str(fp32_step), providers=[CPU]).run(["logits"], feeds)[0]
+    b = ort.InferenceSession(str(quant_step), providers=[CPU]).run(["logits"], feeds)[0]
+    return float(np.abs(a - b).max())
+
+
+def test_wer(backend: Backend, tok: G2PTokenizers, words: list[str], refs: dict[str, list[list[str]]],
+             max_len: int) -> float:  # fmt: skip
+    out = transcribe(backend, tok, words, DecodeOptions(beam_size=1, max_len=max_len))
+    hyps = {w: list(r[0].phonemes) for w, r in zip(words, out, strict=True)}
+    return error_rates(hyps, {w: refs[w] for w in words}, stress=False).wer
+
+
+def int8_variant(
+    staging: Path, paths: dict[str, Path], tok: G2PTokenizers, manifest: Manifest, opts: ExportOptions, log: Log
+) -> VariantResult:
+    from export.bundle_export import held_out_words
+
+    errors = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, setting in INT8_CANDIDATES.items():
+            dst = Path(tmp) / f"{key}.onnx"
+            _quantize(paths[DECODER_STEP], dst, setting)
+            errors[key] = _logit_error(paths[DECODER_STEP], dst, manifest)
+    choice = min(errors, key=lambda k: errors[k])
+    log(f"int8 weight formats, max logit error of the decoder step: {errors}; chose {choice}")
+    files = {}
+    for graph in GRAPH_NAMES:
+        dst = staging / f"int8_{graph}.onnx"
+        _quantize(paths[graph], dst, INT8_CANDIDATES[choice])
+        files[graph] = dst.name
+    info = VariantInfo(
+        files=files,
+        providers=[CPU],
+        notes=f"dynamic int8 quantisation of MatMul weights ({choice}), chosen by measured logit error",
+        details={"choice": choice, "setting": INT8_CANDIDATES[choice], "logit_error": errors},
+    )
+    # the accuracy gate: test-set WER (greedy, stress removed) within the allowed increase over fp32
+    words = held_out_words(opts.words_file, opts.int8_eval_words, set(tok.source_alphabet()))
+    refs = {w: [p.split() for p in prons] for w, prons in read_test_split(opts.words_file).items()}
+    max_len = manifest.limits.max_target_len
+    fp32 = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
+    int8 = OrtBackend(staging, "int8", [CPU], threads=opts.threads, manifest=_with_variant(manifest, "int8", info))
+    wer32 = test_wer(fp32, tok, words, refs, max_len)
+    wer8 = test_wer(int8, tok, words, refs, max_len)
+    ok = wer8 <= wer32 + opts.int8_max_wer_increase
+    check = DecodeCheck(
+        variant="int8", beam_size=1, words=len(words), identical=0, ok=ok, wer=round(wer8, 3),
+        reference_wer=round(wer32, 3),
+    )  # fmt: skip
+    info.details |= {"wer": round(wer8, 3), "fp32_wer": round(wer32, 3), "words": len(words)}
+    log(f"int8 gate: WER {wer8:.2f} vs fp32 {wer32:.2f} on {len(words)} words -> {'accepted' if ok else 'REFUSED'}")
+    if not ok:
+        for f in files.values():
+            (staging / f).unlink()
+        return VariantResult("int8", None, [check])
+    return VariantResult("int8", info, [check])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fp16
+# ---------------------------------------------------------------------------------------------------------
+def fp16_specs(manifest: Manifest) -> dict[str, GraphSpec]:
+    from g2p.bundle import graph_specs
+
+    c = manifest.model_config_
+    return graph_specs(
+        c["n_decoder_layers"], c["n_heads"], c["d_model"] // c["n_heads"], c["d_model"], c["tgt_vocab_size"], "float16"
+    )
+
+
+def fp16_variant(
+    staging: Path,
+    paths: dict[str, Path],
+    tok: G2PTokenizers,
+    manifest: Manifest,
+    words: list[str],
+    opts: ExportOptions,
+    log: Log,
+) -> VariantResult:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    specs = fp16_specs(manifest)
+    files = {}
+    for graph, src in paths.items():
+        # ORT's CUDA LayerNormalization and Softmax kernels accumulate float16 inputs in float32.
+        converted = convert_float_to_float16(onnx.load(str(src)), keep_io_types=False)
+        dst = staging / f"fp16_{graph}.onnx"
+        onnx.save(converted, str(dst))
+        check_graph(dst, specs[graph])
+        files[graph] = dst.name
+    info = VariantInfo(
+        files=files,
+        providers=[CUDA],
+        notes="float16 weights, memory, caches and logits for the CUDA execution provider; its GPU parity and "
+        "speed are checked on a GPU machine by bench/gpu_check.py. Here it is checked on the CPU provider.",
+        details={"gpu_checked": False},
+    )
+    # What the CPU can check: the float16 graphs run, and greedy decoding mostly agrees with fp32.
+    m16 = _with_variant(manifest, "fp16", info)
+    fp32 = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
+    fp16 = OrtBackend(staging, "fp16", [CPU], threads=opts.threads, manifest=m16)
+    check, _ = decode_check("fp16 (CPU provider)", fp32, fp16, tok, words, 1, manifest.limits.max_target_len)
+    agreement = check.identical / max(check.words, 1)
+    check.ok = agreement >= FP16_MIN_AGREEMENT
+    info.details |= {"cpu_token_agreement": round(agreement, 4), "cpu_words": check.words}
+    log(f"fp16 variant on the CPU provider: {check.identical}/{check.words} words identical to fp32")
+    if not check.ok:
+        for f in files.values():
+            (staging / f).unlink()
+        return VariantResult("fp16", None, [check])
+    return VariantResult("fp16", info, [check])
+
+
+FP16_MIN_AGREEMENT = 0.98

@@ -1,0 +1,194 @@
+"""Export of a tiny random model: structure, dynamic axes, the parity gate (passing and failing), variants."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import PRONS, ROOT, WORDS, make_model
+
+from export.bundle_export import ExportOptions, export_bundle
+from export.graphs import EXAMPLE, EncoderGraph, ExportError, check_graph, export_graphs, specs_for
+from export.parity import tensor_checks
+from g2p.bundle import GRAPH_NAMES, BundleError, Manifest, verify_bundle
+from g2p.decoding import DecodeOptions
+from g2p.metrics import strip_stress
+from g2p.ort_backend import OrtBackend
+from g2p.pipeline import transcribe
+from training import checkpoint as ckpt
+from training.backend import TorchBackend
+
+pytestmark = pytest.mark.slow
+
+
+def _save_checkpoint(tok, directory: Path, seed: int = 0) -> Path:
+    model = make_model(tok, seed=seed)
+    path = directory / "best.pt"
+    ckpt.save(path, {"model_config": model.cfg.to_dict(), "train_config": {}, "model": model.state_dict(),
+                     "step": 0, "epoch": 0, "best_dev_wer": 100.0})  # fmt: skip
+    tok.save(directory)
+    return path
+
+
+@pytest.fixture(scope="module")
+def words_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("words") / "words.test"
+    path.write_text("".join(f"{w.upper()}  {' '.join(strip_stress(p.split()))}\n" for w, p in zip(WORDS, PRONS,
+                                                                                                strict=True)))  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tokenizers, tmp_path_factory, words_file):
+    torch.set_num_threads(1)
+    work = tmp_path_factory.mktemp("export")
+    ck = _save_checkpoint(tokenizers, work / "ckpt")
+    opts = ExportOptions(checkpoint=ck, name="tiny", root=work / "models", words_file=words_file, beams=(1, 3),
+                         threads=1, log=lambda m: None)  # fmt: skip
+    return export_bundle(opts), ck
+
+
+def test_bundle_layout_and_manifest(bundle):
+    path, ck = bundle
+    assert path.name == "1" and path.parent.name == "tiny"
+    manifest = verify_bundle(path)  # every file present with its sha256, parity ok
+    assert manifest.checkpoint_sha256 == ckpt_sha(ck)
+    assert set(manifest.variants) == {"fp32", "optimized", "int8", "fp16"}
+    for info in manifest.variants.values():
+        assert all((path / f).is_file() for f in info.files.values())
+    assert manifest.graphs["decoder_step"].input_names() == ["tgt_ids", "past_k", "past_v", "cross_k", "cross_v",
+                                                             "src_mask"]  # fmt: skip
+    assert manifest.versions["torch"].startswith("2.13")
+    assert manifest.parity.deterministic_reexport is True
+    assert manifest.variants["int8"].details["choice"] in {"qint8", "qint8_reduce_range", "quint8"}
+    raw = json.loads((path / "manifest.json").read_text())
+    assert raw["model_config"]["d_model"] == 32
+
+
+def ckpt_sha(path: Path) -> str:
+    from g2p.bundle import sha256_file
+
+    return sha256_file(path)
+
+
+def test_tensor_parity_covers_the_required_shapes(bundle):
+    manifest = Manifest.read(bundle[0])
+    cases = [c.case for c in manifest.parity.tensor_checks]
+    assert all(c.ok for c in manifest.parity.tensor_checks)
+    for b in (1, 3, 8, 32):
+        assert any(f"batch={b} " in c for c in cases)
+    for s in (1, 2, 7, manifest.limits.max_source_len):
+        assert any(f"src_len={s}" in c for c in cases)
+    assert any("past_len=1 tgt_len=1" in c for c in cases)  # a single decoder step
+    worst = max(d.max_abs for c in manifest.parity.tensor_checks for d in c.outputs.values())
+    assert worst < 1e-4
+
+
+def test_graph_inputs_keep_every_dynamic_axis(bundle):
+    manifest = Manifest.read(bundle[0])
+    for name in GRAPH_NAMES:
+        model = onnx.load(str(bundle[0] / manifest.variants["fp32"].files[name]))
+        for value in model.graph.input:
+            dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            spec = next(t for t in manifest.graphs[name].inputs if t.name == value.name)
+            assert dims == spec.shape
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "fp16"])
+def test_every_variant_decodes_through_the_shared_code(bundle, tokenizers, variant):
+    backend = OrtBackend(bundle[0], variant)
+    out = transcribe(backend, tokenizers, WORDS, DecodeOptions(beam_size=3, nbest=2, max_len=12))
+    assert len(out) == len(WORDS) and all(len(r) == 2 for r in out)
+
+
+def test_onnx_and_torch_give_identical_nbest(bundle, tokenizers):
+    model = ckpt.load_model(bundle[1]).model
+    opts = DecodeOptions(beam_size=4, nbest=4, max_len=12)
+    a = transcribe(TorchBackend(model), tokenizers, WORDS, opts)
+    b = transcribe(OrtBackend(bundle[0], "fp32"), tokenizers, WORDS, opts)
+    assert [[p.phonemes for p in r] for r in a] == [[p.phonemes for p in r] for r in b]
+    assert np.allclose([p.logprob for r in a for p in r], [p.logprob for r in b for p in r], atol=1e-3)
+
+
+def test_a_fixed_axis_fails_the_structural_check(tokenizers, tmp_path):
+    model = make_model(tokenizers)
+    src = torch.randint(4, tokenizers.src_vocab_size, (EXAMPLE["batch"], EXAMPLE["src_len"]))
+    path = tmp_path / "encoder.onnx"
+    torch.onnx.export(EncoderGraph(model).eval(), (src, src > 0), str(path), dynamo=True, external_data=False,
+                      input_names=["src_ids", "src_mask"], output_names=["memory"])  # fmt: skip  # no dynamic_shapes
+    with pytest.raises(ExportError, match=r"axis 0 \(batch\) came out fixed as 3"):
+        check_graph(path, specs_for(model)["encoder"])
+
+
+def test_the_tensor_gate_catches_a_wrong_graph(tokenizers, tmp_path):
+    model = make_model(tokenizers)
+    paths = export_graphs(model, tmp_path)
+    graph = onnx.load(str(paths["decoder_step"]))
+    init = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))  # a weight matrix
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr *= 1.5  # (adding a constant would cancel: LayerNorm outputs sum to zero)
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(graph, str(paths["decoder_step"]))
+    checks = tensor_checks(model, paths, atol=1e-4, rtol=1e-4)
+    assert all(c.ok for c in checks if c.graph != "decoder_step")
+    assert not any(c.ok for c in checks if c.graph == "decoder_step")
+
+
+def test_a_failed_gate_fails_the_export_and_keeps_a_report(tokenizers, tmp_path, words_file, monkeypatch):
+    import export.bundle_export as be
+
+    real = be.export_graphs
+
+    def broken(model, out_dir, prefix=""):
+        paths = real(model, out_dir, prefix)
+        graph = onnx.load(str(paths["encoder"]))
+        for node in graph.graph.node:
+            if node.op_type == "Relu":
+                node.op_type = "Sigmoid"  # a wrong activation: structurally valid, numerically wrong
+        onnx.save(graph, str(paths["encoder"]))
+        return paths
+
+    monkeypatch.setattr(be, "export_graphs", broken)
+    ck = _save_checkpoint(tokenizers, tmp_path / "ckpt")
+    opts = ExportOptions(checkpoint=ck, name="bad", root=tmp_path / "models", words_file=words_file, beams=(1,),
+                         variants=(), check_determinism=False, threads=1, log=lambda m: None)  # fmt: skip
+    with pytest.raises(ExportError, match=r"parity gate failed: encoder\["):
+        export_bundle(opts)
+    assert not (tmp_path / "models" / "bad" / "1").exists()
+    report = json.loads((tmp_path / "models" / "bad" / "1.failed" / "parity_report.json").read_text())
+    assert report["ok"] is False
+    assert any(not c["ok"] for c in report["tensor_checks"])
+
+
+def test_verify_bundle_rejects_tampering(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle[0], copy)
+    verify_bundle(copy)
+    (copy / "encoder.onnx").write_bytes((copy / "encoder.onnx").read_bytes() + b"\0")
+    with pytest.raises(BundleError, match="encoder.onnx does not match its sha256"):
+        verify_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not a model bundle"):
+        verify_bundle(copy)
+
+
+def test_cli_errors(tmp_path, bundle):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=False, timeout=300)  # fmt: skip
+
+    proc = run("--checkpoint", str(tmp_path / "missing.pt"))
+    assert proc.returncode == 1 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+    root = bundle[0].parent.parent
+    proc = run("--checkpoint", str(bundle[1]), "--root", str(root), "--name", "tiny", "--version", "1")
+    assert proc.returncode == 1 and "already exists" in proc.stderr
+    proc = run("--checkpoint", str(bundle[1]), "--name", "../escape")
+    assert proc.returncode == 2 and "plain directory name" in proc.stderr
