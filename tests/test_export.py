@@ -39,8 +39,8 @@ def _save_checkpoint(tok, directory: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def words_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("words") / "words.test"
-    path.write_text("".join(f"{w.upper()}  {' '.join(strip_stress(p.split()))}\n" for w, p in zip(WORDS, PRONS,
-                                                                                                strict=True)))  # fmt: skip
+    lines = [f"{w.upper()}  {' '.join(strip_stress(p.split()))}\n" for w, p in zip(WORDS, PRONS, strict=True)]
+    path.write_text("".join(lines))
     return path
 
 
@@ -173,7 +173,7 @@ def test_verify_bundle_rejects_tampering(bundle, tmp_path):
     shutil.copytree(bundle[0], copy)
     verify_bundle(copy)
     (copy / "encoder.onnx").write_bytes((copy / "encoder.onnx").read_bytes() + b"\0")
-    with pytest.raises(BundleError, match="encoder.onnx does not match its sha256"):
+    with pytest.raises(BundleError, match=r"encoder\.onnx does not match its sha256"):
         verify_bundle(copy)
     (copy / "manifest.json").unlink()
     with pytest.raises(BundleError, match="not a model bundle"):
@@ -192,3 +192,33 @@ def test_cli_errors(tmp_path, bundle):
     assert proc.returncode == 1 and "already exists" in proc.stderr
     proc = run("--checkpoint", str(bundle[1]), "--name", "../escape")
     assert proc.returncode == 2 and "plain directory name" in proc.stderr
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA; the gpu test runs instead")
+def test_gpu_check_says_clearly_when_there_is_no_cuda(bundle, words_file):
+    report = _gpu_check().run(bundle[0], 12, words_file)
+    assert "CUDAExecutionProvider is not available" in report["error"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs onnxruntime-gpu and an NVIDIA GPU")
+def test_cuda_provider_parity(bundle, words_file):
+    report = _gpu_check().run(bundle[0], 12, words_file)
+    assert report["ok"], report
+    assert report["checks"]["fp16"]["providers"]["decoder_step"][0] == "CUDAExecutionProvider"

@@ -74,7 +74,15 @@ def test_train_then_resume_through_the_cli(lexicon, tmp_path, capsys):
     loaded = ckpt.load_model(out / "best.pt")
     assert loaded.config.d_model == 32
     assert "optimizer" not in loaded.raw  # best.pt holds weights only
-    capsys.readouterr()
+    # continue from weights only, into another directory: the step count (learning-rate schedule) goes on
+    more = tmp_path / "more"
+    assert main(["--init-from", str(out / "last.pt"), "--out", str(more), "--epochs", "1"]) == 0
+    cont = ckpt.load_raw(more / "last.pt")
+    assert cont["step"] > last["step"] and cont["model_config"] == last["model_config"]
+    assert main(["--init-from", str(out / "best.pt")]) == 2  # would overwrite its own run
+    assert main(["--init-from", str(out / "best.pt"), "--out", str(more), "--d-model", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "--init-from needs an --out directory" in err and "contradict" in err
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

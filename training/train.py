@@ -3,6 +3,8 @@
     python -m training.train --out checkpoints/my-run            # from scratch (CMU dictionary)
     python -m training.train --data my_lexicon.tsv --out runs/x  # any source<TAB>target lexicon
     python -m training.train --resume checkpoints/my-run/last.pt [--epochs 60]
+    python -m training.train --init-from checkpoints/my-run/best.pt --out runs/longer --epochs 20
+        # continue from any checkpoint's weights (fresh optimiser; the learning-rate schedule goes on from its step)
 
 Writes into ``--out``: ``best.pt`` (best dev WER, weights only), ``last.pt`` (everything needed to resume),
 ``averaged.pt`` (mean of the last N epoch weights, if asked), the tokenizer JSON files, ``metrics.jsonl``,
@@ -211,22 +213,31 @@ def plot_curve(metrics_path: Path, png: Path) -> None:
 # -------------------------------------------------------------------------------------------------
 # The training loop
 # -------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    resume: dict[str, Any] | None = None,
+    init: dict[str, Any] | None = None,
+    init_dir: Path | None = None,
+) -> dict[str, Any]:
     out = Path(cfg.out)
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    # 1. data and tokenizers (a resumed run keeps its tokenizers)
-    tok = G2PTokenizers.load(out) if resume is not None else None
+    # 1. data and tokenizers (a resumed or continued run keeps its tokenizers)
+    tok = None
+    if resume is not None:
+        tok = G2PTokenizers.load(out)
+    elif init is not None and init_dir is not None:
+        tok = G2PTokenizers.load(init_dir)
     data = prepare(cfg, tok)
     out.mkdir(parents=True, exist_ok=True)
     data.tok.save(out)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     # 2. model and optimiser
-    if resume is not None:
-        mcfg = ModelConfig.from_dict(resume["model_config"])
+    if resume is not None or init is not None:
+        mcfg = ModelConfig.from_dict((resume or init or {})["model_config"])
     else:
         mcfg = cfg.model_config(data.tok, data.max_src, data.max_tgt)
     model = Transformer(mcfg)
@@ -248,6 +259,9 @@ def train(cfg: TrainConfig, resume: dict[str, Any] | None = None) -> dict[str, A
         recent.extend(resume.get("recent_epochs", []))
         rng.setstate(_to_rng_state(resume["python_rng"]))
         torch.set_rng_state(resume["torch_rng"])
+    elif init is not None:
+        model.load_state_dict(init["model"])
+        step = int(init["step"])
     print(
         f"model: {model.num_parameters() / 1e6:.2f}M parameters, {mcfg.d_model}d "
         f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers; data: {data.counts}",
@@ -384,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--resume", metavar="LAST_PT", help="resume the run that wrote this last.pt")
+    start = ap.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="LAST_PT", help="resume the run that wrote this last.pt")
+    start.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights and tokenizers")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name == "extra":
@@ -408,24 +424,36 @@ def _parse_bool(text: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in {"resume", "init_from"}}
+    known = {f.name for f in fields(TrainConfig)}
     try:
-        resume = None
+        resume = init = None
+        init_dir = None
+        base: dict[str, Any] = {}
         if args.resume:
             resume = ckpt.load_raw(args.resume)
             if "optimizer" not in resume:
                 raise ckpt.CheckpointError(f"{args.resume} holds weights only; resume from a run's last.pt")
-            base = {k: v for k, v in resume["train_config"].items() if k in {f.name for f in fields(TrainConfig)}}
+            base = {k: v for k, v in resume["train_config"].items() if k in known}
             base["out"] = str(Path(args.resume).parent)
-            cfg = TrainConfig(**(base | given))
-        else:
-            cfg = TrainConfig(**given)
+        elif args.init_from:
+            init = ckpt.load_raw(args.init_from)
+            init_dir = Path(args.init_from).parent
+            if "out" not in given or Path(given["out"]).resolve() == init_dir.resolve():
+                raise ValueError("--init-from needs an --out directory other than the checkpoint's own")
+            mc = init["model_config"]
+            shape = {k: mc[k] for k in ("d_model", "n_heads", "n_encoder_layers", "n_decoder_layers", "d_ff")}
+            clash = {k: given[k] for k in shape if k in given and given[k] != shape[k]}
+            if clash:
+                raise ValueError(f"--init-from fixes the model shape {shape}; these flags contradict it: {clash}")
+            base = {k: v for k, v in init["train_config"].items() if k in known} | shape
+        cfg = TrainConfig(**(base | given))
         cfg.check()
         if cfg.data != "cmudict" and not Path(cfg.data).is_file():
             raise LexiconError(f"--data: file not found: {cfg.data}")
         if cfg.test_split and not Path(cfg.test_split).is_file():
             raise LexiconError(f"--test-split: file not found: {cfg.test_split}")
-        summary = train(cfg, resume)
+        summary = train(cfg, resume, init, init_dir)
     except (ValueError, ckpt.CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
