@@ -23,7 +23,7 @@ import torch
 
 from export.graphs import OPSET, ExportError, export_graphs, specs_for
 from export.parity import decode_check, tensor_checks
-from export.variants import VariantResult, build_variants
+from export.variants import VariantContext, VariantResult, build_variants
 from g2p.bundle import (
     GRAPH_NAMES,
     Limits,
@@ -119,9 +119,8 @@ def export_bundle(opts: ExportOptions) -> Path:
             raise ExportError("parity gate failed: " + ", ".join(report.failures()))
 
         # 6. variants (each with its own gate; a refused variant is left out and the manifest says why)
-        results: list[VariantResult] = build_variants(
-            opts.variants, staging, paths, model, tok, manifest, torch_backend, opts, log
-        )
+        ctx = VariantContext(staging, paths, model, tok, manifest, torch_backend, words, opts, log)
+        results: list[VariantResult] = build_variants(opts.variants, ctx)
         for r in results:
             if r.info is not None:
                 variants[r.name] = r.info

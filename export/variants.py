@@ -49,31 +49,27 @@ class VariantResult:
 Log = Callable[[str], None]
 
 
-def build_variants(
-    names: tuple[str, ...],
-    staging: Path,
-    paths: dict[str, Path],
-    model: Transformer,
-    tok: G2PTokenizers,
-    manifest: Manifest,
-    torch_backend: Backend,
-    opts: ExportOptions,
-    log: Log,
-) -> list[VariantResult]:
-    from export.bundle_export import held_out_words
+@dataclass
+class VariantContext:
+    """What every variant builder reads: the staged fp32 bundle and the model it came from."""
 
-    words = held_out_words(opts.words_file, opts.parity_words, set(tok.source_alphabet()))
-    out = []
-    for name in names:
-        if name == "optimized":
-            out.append(optimized_variant(staging, paths, model, tok, manifest, torch_backend, words, opts, log))
-        elif name == "int8":
-            out.append(int8_variant(staging, paths, tok, manifest, opts, log))
-        elif name == "fp16":
-            out.append(fp16_variant(staging, paths, tok, manifest, words, opts, log))
-        else:
-            raise ValueError(f"unknown variant {name!r}")
-    return out
+    staging: Path
+    paths: dict[str, Path]  # graph name -> fp32 graph file
+    model: Transformer
+    tok: G2PTokenizers
+    manifest: Manifest
+    torch_backend: Backend
+    words: list[str]  # held-out words for decode checks
+    opts: ExportOptions
+    log: Log
+
+
+def build_variants(names: tuple[str, ...], ctx: VariantContext) -> list[VariantResult]:
+    builders = {"optimized": optimized_variant, "int8": int8_variant, "fp16": fp16_variant}
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(builders)}")
+    return [builders[n](ctx) for n in names]
 
 
 def _with_variant(manifest: Manifest, name: str, info: VariantInfo) -> Manifest:
@@ -85,20 +81,11 @@ def _with_variant(manifest: Manifest, name: str, info: VariantInfo) -> Manifest:
 # ---------------------------------------------------------------------------------------------------------
 # optimized
 # ---------------------------------------------------------------------------------------------------------
-def optimized_variant(
-    staging: Path,
-    paths: dict[str, Path],
-    model: Transformer,
-    tok: G2PTokenizers,
-    manifest: Manifest,
-    torch_backend: Backend,
-    words: list[str],
-    opts: ExportOptions,
-    log: Log,
-) -> VariantResult:
+def optimized_variant(ctx: VariantContext) -> VariantResult:
+    staging, paths, manifest, opts, log = ctx.staging, ctx.paths, ctx.manifest, ctx.opts, ctx.log
     from onnxruntime.transformers.optimizer import optimize_model
 
-    cfg = model.cfg
+    cfg = ctx.model.cfg
     files, fusions = {}, {}
     for graph, src in paths.items():
         with contextlib.redirect_stdout(io.StringIO()):
@@ -130,7 +117,7 @@ def optimized_variant(
                            manifest=_with_variant(manifest, "optimized", info))  # fmt: skip
     checks = []
     for beam in opts.beams:
-        check, _ = decode_check("optimized", torch_backend, candidate, tok, words, beam, cfg.max_target_len)
+        check, _ = decode_check("optimized", ctx.torch_backend, candidate, ctx.tok, ctx.words, beam, cfg.max_target_len)
         checks.append(check)
         log(f"decode parity optimized beam {beam}: {check.identical}/{check.words} identical")
     if not all(c.ok for c in checks):
@@ -194,9 +181,8 @@ def test_wer(backend: Backend, tok: G2PTokenizers, words: list[str], refs: dict[
     return error_rates(hyps, {w: refs[w] for w in words}, stress=False).wer
 
 
-def int8_variant(
-    staging: Path, paths: dict[str, Path], tok: G2PTokenizers, manifest: Manifest, opts: ExportOptions, log: Log
-) -> VariantResult:
+def int8_variant(ctx: VariantContext) -> VariantResult:
+    staging, paths, tok, manifest, opts, log = ctx.staging, ctx.paths, ctx.tok, ctx.manifest, ctx.opts, ctx.log
     from export.bundle_export import held_out_words
 
     errors = {}
@@ -252,15 +238,8 @@ def fp16_specs(manifest: Manifest) -> dict[str, GraphSpec]:
     )
 
 
-def fp16_variant(
-    staging: Path,
-    paths: dict[str, Path],
-    tok: G2PTokenizers,
-    manifest: Manifest,
-    words: list[str],
-    opts: ExportOptions,
-    log: Log,
-) -> VariantResult:
+def fp16_variant(ctx: VariantContext) -> VariantResult:
+    staging, paths, tok, manifest, opts, log = ctx.staging, ctx.paths, ctx.tok, ctx.manifest, ctx.opts, ctx.log
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     specs = fp16_specs(manifest)
@@ -283,7 +262,7 @@ def fp16_variant(
     m16 = _with_variant(manifest, "fp16", info)
     fp32 = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
     fp16 = OrtBackend(staging, "fp16", [CPU], threads=opts.threads, manifest=m16)
-    check, _ = decode_check("fp16 (CPU provider)", fp32, fp16, tok, words, 1, manifest.limits.max_target_len)
+    check, _ = decode_check("fp16 (CPU provider)", fp32, fp16, tok, ctx.words, 1, manifest.limits.max_target_len)
     agreement = check.identical / max(check.words, 1)
     check.ok = agreement >= FP16_MIN_AGREEMENT
     info.details |= {"cpu_token_agreement": round(agreement, 4), "cpu_words": check.words}

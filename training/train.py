@@ -75,10 +75,11 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop cleanly after this long (0 = no limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def model_config(self, tok: G2PTokenizers, max_src: int, max_tgt: int) -> ModelConfig:
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int, max_src: int = 0, max_tgt: int = 0) -> ModelConfig:
+        """The network for these vocabularies; length limits cover at least 64 tokens and the longest data."""
         return ModelConfig(
-            src_vocab_size=tok.src_vocab_size,
-            tgt_vocab_size=tok.tgt_vocab_size,
+            src_vocab_size=src_vocab_size,
+            tgt_vocab_size=tgt_vocab_size,
             d_model=self.d_model,
             n_heads=self.n_heads,
             n_encoder_layers=self.n_encoder_layers,
@@ -113,16 +114,7 @@ class TrainConfig:
 
     def model_config_check(self) -> None:
         """Validate the model shape before any data is read (vocabulary sizes are placeholders here)."""
-        ModelConfig(
-            src_vocab_size=64,
-            tgt_vocab_size=64,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_encoder_layers=self.n_encoder_layers,
-            n_decoder_layers=self.n_decoder_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-        )
+        self.model_config(64, 64)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -239,7 +231,7 @@ def train(
     if resume is not None or init is not None:
         mcfg = ModelConfig.from_dict((resume or init or {})["model_config"])
     else:
-        mcfg = cfg.model_config(data.tok, data.max_src, data.max_tgt)
+        mcfg = cfg.model_config(data.tok.src_vocab_size, data.tok.tgt_vocab_size, data.max_src, data.max_tgt)
     model = Transformer(mcfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
