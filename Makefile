@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve evaluate test lint typecheck unit train clean
+.PHONY: help install serve evaluate test lint typecheck unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest
+
+export: $(STAMP)  ## export the shipped checkpoint to a parity-gated bundle under models/g2p-cmudict/
+	$(PY) -m export --checkpoint $(CKPT) --name g2p-cmudict
 
 train: $(STAMP)  ## reproduce the shipped model (about 2 hours on 2 CPU cores)
 	$(PY) -m training.train --out checkpoints/cmudict-default
