@@ -194,8 +194,9 @@ def plot_curve(metrics_path: Path, png: Path) -> None:
         ax2 = ax.twinx()
         ax2.plot(*zip(*dev, strict=True), "o-", color="tab:red", label="dev WER % (greedy, no stress)")
         ax2.set_ylabel("dev WER %")
-        ax2.legend(loc="upper center")
-    ax.legend(loc="upper right")
+        ax2.legend(loc="upper right")
+    if train:
+        ax.legend(loc="center right")
     ax.set_title("G2P Transformer training")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
