@@ -14,7 +14,6 @@ by construction, and the parity of two backends can be checked step by step and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -205,7 +204,3 @@ def beam_search(
         ranked = sorted(b.finished, key=lambda h: (not h.finished, -h.score))
         results.append(ranked[: options.nbest])
     return results
-
-
-def batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,6 @@ class TrainConfig:
     log_every_steps: int = 50
     average_last: int = 5
     max_minutes: float = 0.0  # stop cleanly after this long (0 = no limit)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int, max_src: int = 0, max_tgt: int = 0) -> ModelConfig:
         """The network for these vocabularies; length limits cover at least 64 tokens and the longest data."""
@@ -396,8 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights and tokenizers")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
-        if f.name == "extra":
-            continue
         flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
         if isinstance(value, bool):
