@@ -368,6 +368,9 @@ def train(
             best_wer = dev["dev_wer"]
             ckpt.save(out / "best.pt", payload(full=False) | {"averaged_epochs": len(recent)})
             summary["best_is_average"] = True
+            # a later resume must compare against the average's score, not the best single epoch's
+            last = ckpt.load_raw(out / "last.pt")
+            ckpt.save(out / "last.pt", last | {"best_dev_wer": best_wer})
     metrics.close()
     plot_curve(metrics_path, out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
