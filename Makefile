@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve evaluate test lint typecheck unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,15 +14,33 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,export,dev]"
+	$(PY) -m pip install --quiet -e ".[train,export,serve,dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv with the training, export and development dependencies
+# the serving environment: onnxruntime + grpc, never torch
+SERVE_VENV  := .venv-serve
+SERVE_PY    := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed
 
-serve: $(STAMP)  ## main job (until the service lands): evaluate the shipped model on the 12k test words
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install --quiet --upgrade pip
+	$(SERVE_PY) -m pip install --quiet -e ".[serve]"
+	touch $(SERVE_STAMP)
+
+install: $(STAMP)  ## create .venv with the training, export, serving and development dependencies
+
+serve: $(SERVE_STAMP)  ## main job: the gRPC server on the shipped bundle at 127.0.0.1:50051 (G2P_* settings)
+	$(SERVE_PY) -m service
+
+client: $(SERVE_STAMP)  ## call the running server: make client WORDS="hello world"
+	$(SERVE_PY) -m service.client $(WORDS)
+
+evaluate: $(STAMP)  ## evaluate the shipped checkpoint on the 12k test words (greedy and beam)
 	$(PY) -m training.evaluate --checkpoint $(CKPT) --beam 1 $(BEAM)
 
-evaluate: serve  ## same as serve
+protos: $(STAMP)  ## regenerate service/api/ from protos/
+	$(PY) -m service.protogen
 
 test: lint typecheck unit  ## everything CI runs: lint, type check, unit tests
 
@@ -36,11 +54,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-export: $(STAMP)  ## export the shipped checkpoint to a parity-gated bundle under models/g2p-cmudict/
-	$(PY) -m export --checkpoint $(CKPT) --name g2p-cmudict
+export: $(STAMP)  ## export the shipped checkpoint to a parity-gated bundle under models/g2p/
+	$(PY) -m export --checkpoint $(CKPT) --name g2p
 
 train: $(STAMP)  ## reproduce the shipped model (about 2 hours on 2 CPU cores)
 	$(PY) -m training.train --out checkpoints/cmudict-default
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: install onnxruntime-gpu (from wheels in $WHEELS if set, for machines with no
 # network, else from the package index) into its own environment, then check a bundle on the CUDA provider.
-#   bench/gpu_check.sh models/g2p-cmudict/1 [--words 500] [--out report.json]
+#   bench/gpu_check.sh models/g2p/1 [--words 500] [--out report.json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=${1:?usage: bench/gpu_check.sh <bundle dir> [gpu_check.py options]}

@@ -104,7 +104,7 @@ def export_bundle(opts: ExportOptions) -> Path:
         # 4. decode-level parity: the same decoding code over torch and ONNX Runtime, identical tokens
         words = held_out_words(opts.words_file, opts.parity_words, set(tok.source_alphabet()))
         torch_backend = TorchBackend(model)
-        ort_backend = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
+        ort_backend = OrtBackend(staging, "fp32", [CPU], config=opts.threads, manifest=manifest)
         for beam in opts.beams:
             check, _ = decode_check("fp32", torch_backend, ort_backend, tok, words, beam, cfg.max_target_len)
             report.decode_checks.append(check)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m export", description="Export a checkpoint to a model bundle.")
     ap.add_argument("--checkpoint", required=True, type=Path)
-    ap.add_argument("--name", default="g2p-cmudict", help="bundle name (default g2p-cmudict)")
+    ap.add_argument("--name", default="g2p", help="bundle name = the served model name (default g2p)")
     ap.add_argument("--root", default=Path("models"), type=Path, help="bundle root directory (default models/)")
     ap.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
     ap.add_argument("--variants", nargs="*", default=["optimized", "int8", "fp16"],

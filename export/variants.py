@@ -113,7 +113,7 @@ def optimized_variant(ctx: VariantContext) -> VariantResult:
         ),
         details={"fusions": fusions, "session_graph_optimization": "disable_all"},
     )
-    candidate = OrtBackend(staging, "optimized", [CPU], threads=opts.threads,
+    candidate = OrtBackend(staging, "optimized", [CPU], config=opts.threads,
                            manifest=_with_variant(manifest, "optimized", info))  # fmt: skip
     checks = []
     for beam in opts.beams:
@@ -208,8 +208,8 @@ def int8_variant(ctx: VariantContext) -> VariantResult:
     words = held_out_words(opts.words_file, opts.int8_eval_words, set(tok.source_alphabet()))
     refs = {w: [p.split() for p in prons] for w, prons in read_test_split(opts.words_file).items()}
     max_len = manifest.limits.max_target_len
-    fp32 = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
-    int8 = OrtBackend(staging, "int8", [CPU], threads=opts.threads, manifest=_with_variant(manifest, "int8", info))
+    fp32 = OrtBackend(staging, "fp32", [CPU], config=opts.threads, manifest=manifest)
+    int8 = OrtBackend(staging, "int8", [CPU], config=opts.threads, manifest=_with_variant(manifest, "int8", info))
     wer32 = test_wer(fp32, tok, words, refs, max_len)
     wer8 = test_wer(int8, tok, words, refs, max_len)
     ok = wer8 <= wer32 + opts.int8_max_wer_increase
@@ -260,8 +260,8 @@ def fp16_variant(ctx: VariantContext) -> VariantResult:
     )
     # What the CPU can check: the float16 graphs run, and greedy decoding mostly agrees with fp32.
     m16 = _with_variant(manifest, "fp16", info)
-    fp32 = OrtBackend(staging, "fp32", [CPU], threads=opts.threads, manifest=manifest)
-    fp16 = OrtBackend(staging, "fp16", [CPU], threads=opts.threads, manifest=m16)
+    fp32 = OrtBackend(staging, "fp32", [CPU], config=opts.threads, manifest=manifest)
+    fp16 = OrtBackend(staging, "fp16", [CPU], config=opts.threads, manifest=m16)
     check, _ = decode_check("fp16 (CPU provider)", fp32, fp16, tok, ctx.words, 1, manifest.limits.max_target_len)
     agreement = check.identical / max(check.words, 1)
     check.ok = agreement >= FP16_MIN_AGREEMENT

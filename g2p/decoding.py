@@ -14,6 +14,7 @@ by construction, and the parity of two backends can be checked step by step and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,17 +77,35 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+OnToken = Callable[[int, int], None]
+"""``on_token(source, token)``: called as greedy search emits each output token (not ``</s>``) of a source."""
+Alive = Callable[[int], bool]
+"""``alive(source)``: False drops the source from the batch at the next step (a cancelled or expired request);
+its hypothesis is returned as it stands, marked unfinished."""
+
+
 def decode(
-    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+    backend: Backend,
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    options: DecodeOptions,
+    on_token: OnToken | None = None,
+    alive: Alive | None = None,
 ) -> list[list[Hypothesis]]:
-    """n-best hypotheses (best first) for each source row; greedy when ``options.beam_size == 1``."""
+    """n-best hypotheses (best first) for each source row; greedy when ``options.beam_size == 1``.
+    ``on_token`` (streaming) applies to greedy search only."""
     if options.beam_size == 1:
-        return [[h] for h in greedy_search(backend, src_ids, src_mask, options)]
-    return beam_search(backend, src_ids, src_mask, options)
+        return [[h] for h in greedy_search(backend, src_ids, src_mask, options, on_token, alive)]
+    return beam_search(backend, src_ids, src_mask, options, alive)
 
 
 def greedy_search(
-    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+    backend: Backend,
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    options: DecodeOptions,
+    on_token: OnToken | None = None,
+    alive: Alive | None = None,
 ) -> list[Hypothesis]:
     """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch."""
     n = src_ids.shape[0]
@@ -105,12 +124,16 @@ def greedy_search(
         t += 1
         keep = []
         for row, src in enumerate(active):
+            if alive is not None and not alive(int(src)):
+                continue
             tok = int(best[row])
             logprob[src] += float(logp[row, tok])
             if tok == EOS_ID:
                 finished[src] = True
                 continue
             out[src].append(tok)
+            if on_token is not None:
+                on_token(int(src), tok)
             if t < limits[src]:
                 keep.append(row)
         if len(keep) < active.size:
@@ -131,7 +154,11 @@ class _Beams:
 
 
 def beam_search(
-    backend: Backend, src_ids: np.ndarray, src_mask: np.ndarray, options: DecodeOptions
+    backend: Backend,
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    options: DecodeOptions,
+    alive: Alive | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search with length normalisation.
 
@@ -169,6 +196,9 @@ def beam_search(
         still_active: list[int] = []
         for a, src in enumerate(active):
             b = beams[src]
+            if alive is not None and not alive(src):
+                b.finished.extend(Hypothesis(s, lp, norm(lp, t), finished=False) for s, lp in b.live if lp > -np.inf)
+                continue
             new_live: list[tuple[tuple[int, ...], float]] = []
             parents: list[int] = []
             for rank, flat in enumerate(order[a]):

@@ -6,6 +6,8 @@ once), every later call the ``decoder_step`` graph with the growing self-attenti
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,29 +31,73 @@ class OrtState:
     past_v: np.ndarray | None = None
 
 
-def make_session(path: str | Path, providers: list[str], threads: int = 0, strict: bool = True) -> Any:
-    """An inference session on exactly the given providers.
+Provider = str | tuple[str, dict[str, Any]]
+"""An execution provider by name, or ``(name, provider options)``."""
 
-    ``strict``: with a GPU provider first, forbid the silent fallback to the CPU provider
-    (``session.disable_cpu_ep_fallback``), so a node that cannot run on the GPU is an error, not a slowdown.
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """ONNX Runtime session options (the service's settings map onto this)."""
+
+    intra_op_threads: int = 0  # 0 = onnxruntime's default
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    memory_arena: bool = True
+    allow_spinning: bool = True  # intra-op threads busy-wait between ops (fast alone, wasteful when shared)
+
+
+def provider_name(p: Provider) -> str:
+    return p if isinstance(p, str) else p[0]
+
+
+def make_session(path: str | Path, providers: list[Provider], config: SessionConfig | int = 0) -> Any:
+    """An inference session whose first execution provider is really the one asked for.
+
+    Asking for a provider this onnxruntime does not have, or one that fails to start (CUDA without a GPU),
+    raises ``BundleError``: never a silent fallback to the CPU. (The CUDA provider itself assigns a few
+    shape-computation nodes to the CPU by design: that is allowed; the model's compute runs on CUDA.)
     """
     import onnxruntime as ort
 
+    cfg = config if isinstance(config, SessionConfig) else SessionConfig(intra_op_threads=config)
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    if strict and providers and providers[0] != CPU:
-        opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if cfg.intra_op_threads:
+        opts.intra_op_num_threads = cfg.intra_op_threads
+    opts.inter_op_num_threads = cfg.inter_op_threads
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[cfg.graph_optimization]
+    opts.enable_cpu_mem_arena = cfg.memory_arena
+    if not cfg.allow_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    names = [provider_name(p) for p in providers]
+    if any(n != CPU for n in names):
+        _preload_cuda_libraries(ort)
     available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
+    missing = [n for n in names if n not in available]
     if missing:
         raise BundleError(f"execution provider(s) {missing} not available in this onnxruntime (has {available})")
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        raise BundleError(f"{path}: cannot create a session on {names}: {exc}") from exc
     used = session.get_providers()
-    if used[0] != providers[0]:
-        raise BundleError(f"{path}: asked for {providers[0]} but the session runs on {used}")
+    if used[0] != names[0]:
+        raise BundleError(f"{path}: asked for {names[0]} but the session runs on {used}")
     return session
+
+
+@functools.cache
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA/cuDNN libraries from the nvidia-* wheels when they are installed (onnxruntime >= 1.21);
+    a system-wide CUDA on the library path needs nothing, so a miss here is not an error (session creation
+    reports what is really missing)."""
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception):
+            ort.preload_dlls()
 
 
 class OrtBackend:
@@ -59,8 +105,8 @@ class OrtBackend:
         self,
         bundle_dir: str | Path,
         variant: str = "fp32",
-        providers: list[str] | None = None,
-        threads: int = 0,
+        providers: list[Provider] | None = None,
+        config: SessionConfig | int = 0,
         manifest: Manifest | None = None,
     ) -> None:
         self.dir = Path(bundle_dir)
@@ -70,7 +116,7 @@ class OrtBackend:
         self.variant = variant
         info = self.manifest.variants[variant]
         self.providers = providers or [CPU]
-        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, threads) for g in GRAPH_NAMES}
+        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config) for g in GRAPH_NAMES}
         step_inputs = {i.name: i.type for i in self.sessions[DECODER_STEP].get_inputs()}
         self.float_dtype = np.float16 if step_inputs["past_k"] == "tensor(float16)" else np.float32
 

@@ -24,11 +24,14 @@ def transcribe(
     options: DecodeOptions,
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    alive: Callable[[int], bool] | None = None,
 ) -> list[list[Pronunciation]]:
     """n-best pronunciations of each word, in input order.
 
     Words are batched by length (less padding); unknown characters raise ``UnknownSymbolError`` before any
-    decoding starts.
+    decoding starts. ``on_token(word_index, token_id)`` streams greedy output; ``alive(word_index)`` False
+    drops a word from its batch (see ``g2p.decoding``). Both take indices into ``words``.
     """
     ids = tok.encode_source(words)
     order = sorted(range(len(words)), key=lambda i: len(ids[i]))
@@ -36,7 +39,14 @@ def transcribe(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         src, mask = pad_batch([ids[i] for i in chunk])
-        hyps: list[list[Hypothesis]] = decode(backend, src, mask, options)
+        hyps: list[list[Hypothesis]] = decode(
+            backend,
+            src,
+            mask,
+            options,
+            None if on_token is None else (lambda row, t, c=chunk: on_token(c[row], t)),  # type: ignore[misc]
+            None if alive is None else (lambda row, c=chunk: alive(c[row])),  # type: ignore[misc]
+        )
         for i, nbest in zip(chunk, hyps, strict=True):
             results[i] = [
                 Pronunciation(tuple(tok.decode_target(h.tokens)), h.logprob, h.score, h.finished) for h in nbest

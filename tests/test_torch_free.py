@@ -8,7 +8,8 @@ import sys
 from conftest import ROOT
 
 CORE = ["g2p.tokenization", "g2p.decoding", "g2p.pipeline", "g2p.metrics", "g2p.lexicon", "g2p.bundle",
-        "g2p.ort_backend"]  # fmt: skip
+        "g2p.ort_backend", "service.server", "service.servicers", "service.engine", "service.repository",
+        "service.runtime", "service.settings", "service.client", "service.__main__"]  # fmt: skip
 
 
 def test_core_modules_do_not_import_torch():

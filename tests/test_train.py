@@ -98,6 +98,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["--d-model", "30", "--n-heads", "4"], "d_model (30) must be divisible by n_heads (4)"),
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--lr", "-1"], "--lr must be > 0"),
+        (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
         (["--resume", "/nonexistent/last.pt"], "checkpoint not found"),
     ],
 )
@@ -123,3 +124,23 @@ def test_cli_rejects_a_pickle_that_is_not_a_checkpoint(tmp_path):
     proc = _cli("--resume", str(evil))
     assert proc.returncode == 2
     assert "not a readable checkpoint" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_refuses_cuda_where_there_is_none(lexicon, tmp_path):
+    proc = _cli("--data", str(lexicon), "--out", str(tmp_path / "o"), "--device", "cuda", *TINY)
+    assert proc.returncode == 2
+    assert "--device cuda: CUDA is not available on this machine" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_training_on_cuda_writes_cpu_checkpoints(lexicon, tmp_path):
+    out = tmp_path / "run"
+    assert main(["--data", str(lexicon), "--out", str(out), "--epochs", "2", "--device", "cuda", *TINY]) == 0
+    best = ckpt.load_raw(out / "best.pt")
+    assert all(t.device.type == "cpu" for t in best["model"].values())
+    loaded = ckpt.load_model(out / "best.pt")
+    out_words = transcribe(TorchBackend(loaded.model), loaded.tokenizers, WORDS[:2], DecodeOptions(max_len=16))
+    assert len(out_words) == 2

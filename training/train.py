@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections import deque
@@ -51,6 +52,7 @@ class TrainConfig:
     dev_words: int = 2000
     seed: int = 1234
     threads: int = 2
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); same recipe either way
     # model
     d_model: int = 192
     n_heads: int = 4
@@ -105,6 +107,8 @@ class TrainConfig:
             problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.dev_words < 1:
             problems.append(f"--dev-words must be >= 1, got {self.dev_words}")
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            problems.append(f"--device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.average_last < 0 or self.max_minutes < 0:
             problems.append("--average-last and --max-minutes must be >= 0")
         if problems:
@@ -114,6 +118,16 @@ class TrainConfig:
     def model_config_check(self) -> None:
         """Validate the model shape before any data is read (vocabulary sizes are placeholders here)."""
         self.model_config(64, 64)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA where there is none is an error, not a CPU fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    return device
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -164,10 +178,12 @@ def prepare(cfg: TrainConfig, tok: G2PTokenizers | None = None) -> Prepared:
 # -------------------------------------------------------------------------------------------------
 # Evaluation during training
 # -------------------------------------------------------------------------------------------------
-def dev_error_rates(model: Transformer, tok: G2PTokenizers, refs: dict[str, list[str]]) -> dict[str, float]:
+def dev_error_rates(
+    model: Transformer, tok: G2PTokenizers, refs: dict[str, list[str]], device: torch.device | str = "cpu"
+) -> dict[str, float]:
     words = sorted(refs)
     options = DecodeOptions(beam_size=1, max_len=model.cfg.max_target_len)
-    out = transcribe(TorchBackend(model), tok, words, options)
+    out = transcribe(TorchBackend(model, device), tok, words, options)
     hyps = {w: list(r[0].phonemes) for w, r in zip(words, out, strict=True)}
     split = {w: [p.split() for p in prons] for w, prons in refs.items()}
     plain = error_rates(hyps, split, stress=False)
@@ -212,9 +228,10 @@ def train(
     init_dir: Path | None = None,
 ) -> dict[str, Any]:
     out = Path(cfg.out)
+    device = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # seeds CUDA too
 
     # 1. data and tokenizers (a resumed or continued run keeps its tokenizers)
     tok = None
@@ -232,7 +249,7 @@ def train(
         mcfg = ModelConfig.from_dict((resume or init or {})["model_config"])
     else:
         mcfg = cfg.model_config(data.tok.src_vocab_size, data.tok.tgt_vocab_size, data.max_src, data.max_tgt)
-    model = Transformer(mcfg)
+    model = Transformer(mcfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     opt = torch.optim.AdamW(
@@ -256,7 +273,7 @@ def train(
         step = int(init["step"])
     print(
         f"model: {model.num_parameters() / 1e6:.2f}M parameters, {mcfg.d_model}d "
-        f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers; data: {data.counts}",
+        f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers on {device}; data: {data.counts}",
         file=sys.stderr,
     )
 
@@ -273,7 +290,7 @@ def train(
         p: dict[str, Any] = {
             "model_config": mcfg.to_dict(),
             "train_config": asdict(cfg),
-            "model": model.state_dict(),
+            "model": _cpu(model.state_dict()),
             "step": step,
             "epoch": epoch,
             "best_dev_wer": best_wer,
@@ -293,15 +310,19 @@ def train(
         model.train()
         batches = list(iterate_batches(data.train, cfg.max_tokens, rng))
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True, mininterval=2)
-        tokens_seen, t0, loss_sum, loss_n = 0, time.monotonic(), 0.0, 0
+        tokens_seen, t0, loss_n = 0, time.monotonic(), 0
+        loss_sum: torch.Tensor | float = 0.0
         for batch in bar:
             step += 1
             for group_ in opt.param_groups:
                 group_["lr"] = lr_at(step, cfg)
-            logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+            src, src_mask, tgt_in, tgt_out = (
+                t.to(device, non_blocking=True) for t in (batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
+            )
+            logits = model(src, src_mask, tgt_in)  # (B, T, V)
             loss = F.cross_entropy(
                 logits.flatten(0, 1),
-                batch.tgt_out.flatten(),
+                tgt_out.flatten(),
                 ignore_index=PAD_ID,
                 label_smoothing=cfg.label_smoothing,
             )
@@ -312,17 +333,18 @@ def train(
 
             # progress and metrics are side effects
             tokens_seen += batch.n_source_tokens + batch.n_target_tokens
-            loss_sum += loss.item()
+            loss_sum += loss.detach()  # a tensor: no device sync per step
             loss_n += 1
             if step % cfg.log_every_steps == 0:
+                mean_loss = float(loss_sum) / loss_n
                 tps = tokens_seen / max(time.monotonic() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{lr_at(step, cfg):.2e}", tok_s=f"{tps:.0f}")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr_at(step, cfg):.2e}", tok_s=f"{tps:.0f}")
                 log(
                     {
                         "kind": "train",
                         "step": step,
                         "epoch": epoch + 1,
-                        "loss": loss_sum / loss_n,
+                        "loss": mean_loss,
                         "lr": lr_at(step, cfg),
                         "tokens_per_s": tps,
                     }
@@ -337,11 +359,11 @@ def train(
             ckpt.save(out / "last.pt", payload(full=True))
             break
         epoch += 1
-        recent.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        recent.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
         # 4. periodic dev evaluation; best and last checkpoints
         if epoch % cfg.eval_every_epochs == 0 or epoch == cfg.epochs:
-            dev = dev_error_rates(model, data.tok, data.dev_refs)
+            dev = dev_error_rates(model, data.tok, data.dev_refs, device)
             log({"kind": "dev", "step": step, "epoch": epoch, **dev, "minutes": (time.monotonic() - start) / 60})
             print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.2f}" for k, v in dev.items()), file=sys.stderr)
             if dev["dev_wer"] < best_wer:
@@ -359,7 +381,7 @@ def train(
     }
     if cfg.average_last > 1 and len(recent) > 1:
         model.load_state_dict(ckpt.average_state_dicts(list(recent)))
-        dev = dev_error_rates(model, data.tok, data.dev_refs)
+        dev = dev_error_rates(model, data.tok, data.dev_refs, device)
         log({"kind": "averaged", "step": step, "epoch": epoch, "n": len(recent), **dev})
         print(f"average of last {len(recent)} epochs: dev_wer={dev['dev_wer']:.2f}", file=sys.stderr)
         ckpt.save(out / "averaged.pt", payload(full=False) | {"averaged_epochs": len(recent)})
@@ -375,6 +397,10 @@ def train(
     plot_curve(metrics_path, out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def _from_rng_state(state: tuple[Any, ...]) -> list[Any]:

@@ -1,0 +1,36 @@
+"""python -m service: start the gRPC server (settings from G2P_* environment variables; see service/settings.py).
+
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for invalid settings, 1 when the model cannot be
+served (no valid bundle, CUDA asked for and unavailable, port in use).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from g2p.bundle import BundleError
+from service.runtime import ProviderError
+from service.server import G2PServer, configure_logging
+from service.settings import SettingsError, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    server = G2PServer(settings)
+    try:
+        server.start()
+    except (BundleError, ProviderError, OSError) as exc:
+        logging.getLogger("g2p.server").error(f"cannot start: {exc}")
+        server.stop(0)
+        return 1
+    return server.run_until_signal()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Dynamic batching across concurrent requests, with backpressure, deadlines and cancellation.
+
+One worker thread owns the decoding (ONNX Runtime already uses every CPU of the quota inside one run). It
+takes the oldest waiting job, then gathers jobs with the same model version and decoding options until
+``max_batch_size`` inputs or ``max_queue_delay`` has passed, and decodes them as one padded batch: words of
+different lengths are padded together, and a word that finishes (or whose request was cancelled or ran out of
+time) leaves the batch at the next decoder step.
+
+Scheduling is per batch: a job arriving while a batch decodes waits for the next batch (at most one batch's
+decoding time plus the queue delay). Iteration-level joining (a new word entering a running batch at the
+next decoder step) needs per-row positions and a self-attention padding mask in the decoder-step graph; the
+exported graphs have neither yet.
+
+The queue is bounded (``max_queue_size`` jobs): beyond it ``submit`` raises ``QueueFull`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from g2p.decoding import DecodeOptions
+from g2p.pipeline import Pronunciation
+from service.metrics import Metrics
+from service.runtime import ModelVersion
+
+log = logging.getLogger("g2p.engine")
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class EngineStopped(RuntimeError):
+    pass
+
+
+class DeadlineExceeded(TimeoutError):
+    pass
+
+
+class Cancelled(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)
+class Job:
+    model: ModelVersion
+    words: list[str]
+    options: DecodeOptions
+    deadline: float | None = None  # time.monotonic() value
+    on_token: Callable[[int, int], None] | None = None  # (index into words, token id); greedy only
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    future: Future[list[list[Pronunciation]]] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[int, DecodeOptions]:
+        return (id(self.model), self.options)
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.deadline is not None and (now or time.monotonic()) >= self.deadline
+
+    def alive(self) -> bool:
+        return not self.cancelled.is_set() and not self.expired()
+
+
+class Engine:
+    def __init__(self, max_batch_size: int, max_queue_delay_s: float, max_queue_size: int, metrics: Metrics) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self.metrics = metrics
+        self._queue: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._accepting = True
+        self._running = True
+        self._busy = False
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, job: Job) -> Future[list[list[Pronunciation]]]:
+        with self._cv:
+            if not self._accepting:
+                raise EngineStopped("the server is shutting down")
+            if len(self._queue) >= self.max_queue_size:
+                self.metrics.rejected.inc()
+                raise QueueFull(
+                    f"server busy: {len(self._queue)} requests already queued (max_queue_size={self.max_queue_size})"
+                )
+            self._queue.append(job)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cv.notify_all()
+        return job.future
+
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting; wait until every queued and running job is done (True) or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            self._accepting = False
+            while self._queue or self._busy:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def stop(self) -> None:
+        with self._cv:
+            self._accepting = False
+            self._running = False
+            for job in self._queue:
+                job.future.set_exception(EngineStopped("the server stopped before this request ran"))
+            self._queue.clear()
+            self._cv.notify_all()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ worker
+    def _take_batch(self) -> list[Job] | None:
+        with self._cv:
+            while self._running and not self._queue:
+                self._cv.wait()
+            if not self._running:
+                return None
+            first = self._queue.popleft()
+            self._busy = True  # before any wait below releases the lock: drain() must see this job
+            batch, n = [first], len(first.words)
+            until = time.monotonic() + self.max_delay
+            while n < self.max_batch_size:
+                fits = [j for j in self._queue if j.key == first.key and n + len(j.words) <= self.max_batch_size]
+                for j in fits:
+                    if n + len(j.words) > self.max_batch_size:
+                        break
+                    self._queue.remove(j)
+                    batch.append(j)
+                    n += len(j.words)
+                left = until - time.monotonic()
+                if n >= self.max_batch_size or left <= 0 or not self._running:
+                    break
+                self._cv.wait(left)
+            self.metrics.queue_depth.set(len(self._queue))
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except Exception as exc:
+                log.exception("batch failed")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _run(self, batch: list[Job]) -> None:
+        now = time.monotonic()
+        live: list[Job] = []
+        for job in batch:
+            if job.cancelled.is_set():
+                job.future.set_exception(Cancelled("cancelled by the client"))
+            elif job.expired(now):
+                job.future.set_exception(DeadlineExceeded("deadline exceeded while queued"))
+            elif job.future.set_running_or_notify_cancel():
+                self.metrics.queue_time.observe(now - job.enqueued)
+                live.append(job)
+        if not live:
+            return
+        words: list[str] = []
+        owner: list[tuple[Job, int]] = []
+        for job in live:
+            words.extend(job.words)
+            owner.extend((job, i) for i in range(len(job.words)))
+        self.metrics.batch_size.observe(len(words))
+        streaming = any(j.on_token is not None for j in live)
+
+        def on_token(src: int, token: int) -> None:
+            job, i = owner[src]
+            if job.on_token is not None:
+                job.on_token(i, token)
+
+        def alive(src: int) -> bool:
+            return owner[src][0].alive()
+
+        model = live[0].model
+        results = model.transcribe(
+            words, live[0].options, on_token if streaming else None, alive, batch_size=max(len(words), 1)
+        )
+        tokens = sum(len(r[0].phonemes) + 1 for r in results if r)
+        self.metrics.tokens.inc(tokens)
+        start = 0
+        for job in live:
+            part = results[start : start + len(job.words)]
+            start += len(job.words)
+            if job.cancelled.is_set():
+                job.future.set_exception(Cancelled("cancelled by the client"))
+            elif job.expired():
+                job.future.set_exception(DeadlineExceeded("deadline exceeded while decoding"))
+            else:
+                job.future.set_result(part)

@@ -1,0 +1,91 @@
+"""Prometheus metrics (prometheus-client), on their own registry, served over HTTP on ``metrics_port``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("g2p_requests", "RPCs by method and status code", ["method", "code"], registry=r)
+        self.latency = Histogram(
+            "g2p_request_latency_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_time = Histogram(
+            "g2p_queue_time_seconds", "time a request waited for its batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram("g2p_batch_size", "inputs decoded together", buckets=BATCH_BUCKETS, registry=r)
+        self.tokens = Counter("g2p_generated_tokens", "output tokens generated (incl. end tokens)", registry=r)
+        self.queue_depth = Gauge("g2p_queue_depth", "requests waiting for a batch", registry=r)
+        self.rejected = Counter("g2p_rejected_requests", "requests refused because the queue was full", registry=r)
+        self.model_state = Gauge(
+            "g2p_model_loaded", "1 when a model version is loaded and ready", ["model", "version"], registry=r
+        )
+        self.server_ready = Gauge("g2p_server_ready", "1 while the server is SERVING", registry=r)
+        self.http_port: int | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        self.http_port = int(server.server_port)
+        return self.http_port
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts every RPC by method and final status code and observes its latency (unary and streaming)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        m = self.m
+
+        def record(context: Any, start: float, failed: BaseException | None) -> None:
+            code = context.code() if hasattr(context, "code") else None
+            if code is None:
+                code = grpc.StatusCode.UNKNOWN if failed is not None else grpc.StatusCode.OK
+            m.requests.labels(method, code.name).inc()
+            m.latency.labels(method).observe(time.perf_counter() - start)
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            def unary(request: Any, context: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    out = inner(request, context)
+                except BaseException as exc:
+                    record(context, start, exc)
+                    raise
+                record(context, start, None)
+                return out
+
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            def stream(request: Any, context: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    yield from inner_stream(request, context)
+                except BaseException as exc:
+                    record(context, start, exc)
+                    raise
+                record(context, start, None)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler

@@ -1,0 +1,174 @@
+"""The model repository: ``<root>/<model>/<version>/`` bundles, loaded, watched, swapped without a dropped request.
+
+A new version directory is verified (manifest, checksums, parity verdict), opened, warmed up and test-decoded
+in the watcher thread while the current version keeps serving; only then does it become the default. A bundle
+that fails any check is refused, logged and reported as FAILED (GetModel shows why); it is retried only when
+its files change. The newest ``max_loaded_versions`` READY versions stay loaded, so a request may pin one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from g2p.bundle import BundleError
+from g2p.ort_backend import Provider
+from service.runtime import ModelVersion, load_version
+from service.settings import Settings
+
+log = logging.getLogger("g2p.repository")
+
+LOADING, READY, FAILED, UNLOADED = "LOADING", "READY", "FAILED", "UNLOADED"
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class VersionRecord:
+    version: int
+    path: Path
+    state: str
+    fingerprint: tuple[tuple[str, int, int], ...]
+    error: str = ""
+    model: ModelVersion | None = None
+
+
+def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    try:
+        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
+    except OSError:
+        return ()
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: list[Provider],
+        on_change: Callable[[ModelRepository], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.model_name
+        self.root = settings.model_repository / settings.model_name
+        self.providers = providers
+        self.on_change = on_change
+        self._records: dict[int, VersionRecord] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- queries
+    def records(self) -> list[VersionRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.version)
+
+    def ready(self) -> list[ModelVersion]:
+        return [r.model for r in self.records() if r.state == READY and r.model is not None]
+
+    def default(self) -> ModelVersion | None:
+        ready = self.ready()
+        return ready[-1] if ready else None
+
+    def get(self, name: str, version: int = 0) -> ModelVersion:
+        """The version asked for (0 = newest READY), or ``ModelNotFound`` with a message naming what exists."""
+        if name and name != self.name:
+            raise ModelNotFound(f"model {name!r} not found (this server serves {self.name!r})")
+        ready = {m.version: m for m in self.ready()}
+        if version == 0:
+            if not ready:
+                raise ModelNotFound(f"model {self.name!r} has no ready version")
+            return ready[max(ready)]
+        if version not in ready:
+            raise ModelNotFound(f"model {self.name!r} version {version} not found (ready: {sorted(ready)})")
+        return ready[version]
+
+    # ---------------------------------------------------------------- loading
+    def scan(self) -> bool:
+        """Load new or changed version directories, unload removed and surplus ones. True if anything changed."""
+        changed = False
+        present: dict[int, Path] = {}
+        if self.root.is_dir():
+            for p in self.root.iterdir():
+                if p.is_dir() and p.name.isdigit() and (p / "manifest.json").exists():
+                    present[int(p.name)] = p
+        for version in sorted(present, reverse=True)[: self.settings.max_loaded_versions + 2]:
+            path = present[version]
+            fp = fingerprint(path)
+            with self._lock:
+                old = self._records.get(version)
+            if old is not None and old.fingerprint == fp and old.state in (READY, FAILED, UNLOADED):
+                continue
+            if old is not None and old.state == READY:
+                continue  # a served version is immutable; a change to it is ignored (export writes new versions)
+            newest_ready = max((r.version for r in self.records() if r.state == READY), default=0)
+            if version < newest_ready and len(self.ready()) >= self.settings.max_loaded_versions:
+                continue  # older than what we keep
+            rec = VersionRecord(version, path, LOADING, fp)
+            with self._lock:
+                self._records[version] = rec
+            try:
+                rec.model = load_version(path, self.settings, self.providers)
+                rec.state = READY
+                log.info(
+                    "loaded model version",
+                    extra={
+                        "model": self.name,
+                        "version": version,
+                        "providers": rec.model.providers_used,
+                        "seconds": round(rec.model.load_seconds, 3),
+                    },
+                )
+            except (BundleError, OSError, ValueError, KeyError) as exc:
+                rec.state, rec.error = FAILED, str(exc)
+                log.error("refused model version", extra={"model": self.name, "version": version, "error": str(exc)})
+            changed = True
+        with self._lock:
+            for version, rec in self._records.items():
+                if rec.state == READY and version not in present:
+                    rec.state, rec.model = UNLOADED, None
+                    log.info("unloaded removed version", extra={"model": self.name, "version": version})
+                    changed = True
+            ready = sorted(v for v, r in self._records.items() if r.state == READY)
+            for version in ready[: max(0, len(ready) - self.settings.max_loaded_versions)]:
+                rec = self._records[version]
+                rec.state, rec.model = UNLOADED, None
+                log.info("unloaded surplus version", extra={"model": self.name, "version": version})
+                changed = True
+        if changed and self.on_change is not None:
+            self.on_change(self)
+        return changed
+
+    def load_initial(self) -> ModelVersion:
+        self.scan()
+        default = self.default()
+        if default is None:
+            errors = "; ".join(f"version {r.version}: {r.error}" for r in self.records() if r.error)
+            raise BundleError(
+                f"no loadable version of model {self.name!r} under {self.root}"
+                + (f" ({errors})" if errors else " (export one with `python -m export` or `make export`)")
+            )
+        return default
+
+    # ---------------------------------------------------------------- watching
+    def start_watching(self) -> None:
+        if self.settings.watch_interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._watch, name="repository-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.watch_interval_s):
+            try:
+                self.scan()
+            except Exception:
+                log.exception("repository scan failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

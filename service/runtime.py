@@ -1,0 +1,146 @@
+"""One loaded model version: its bundle checked, ONNX Runtime sessions on the chosen providers, warmed up.
+
+No torch here: the bundle (graphs + tokenizers + manifest) is the whole contract with the offline side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from g2p.bundle import ENCODER, BundleError, Manifest, verify_bundle
+from g2p.decoding import DecodeOptions
+from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, provider_name
+from g2p.pipeline import Pronunciation, transcribe
+from g2p.tokenization import G2PTokenizers
+from service.settings import Settings
+
+log = logging.getLogger("g2p.runtime")
+
+# words every healthy G2P model must decode to a finished, non-empty pronunciation (the load-time test decode)
+SMOKE_WORDS = ("hello", "world", "speech", "phoneme", "o'neil", "x-ray")
+
+
+class ProviderError(RuntimeError):
+    """The execution providers asked for cannot run here (e.g. ``cuda`` on a machine without a GPU)."""
+
+
+def resolve_providers(settings: Settings) -> list[Provider]:
+    """``cpu``, ``cuda`` (fails when CUDA cannot run) or ``auto`` (CUDA when it is present, else CPU)."""
+    import onnxruntime as ort
+
+    cuda: Provider = (
+        CUDA,
+        {"device_id": str(settings.cuda_device_id), "use_tf32": "1" if settings.cuda_use_tf32 else "0"},
+    )
+    if settings.providers == "cpu":
+        return [CPU]
+    has_cuda = CUDA in ort.get_available_providers()
+    if settings.providers == "cuda":
+        if not has_cuda:
+            raise ProviderError(
+                "providers=cuda (G2P_PROVIDERS): CUDAExecutionProvider is not available in this onnxruntime "
+                f"build (available: {ort.get_available_providers()}); install onnxruntime-gpu on a machine "
+                "with an NVIDIA GPU, or set G2P_PROVIDERS=cpu"
+            )
+        return [cuda, CPU]
+    return [cuda, CPU] if has_cuda else [CPU]
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    return SessionConfig(
+        intra_op_threads=settings.threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization=settings.graph_optimization,
+        memory_arena=settings.memory_arena,
+        allow_spinning=False,  # a server shares its CPUs with the gRPC threads: no busy-waiting
+    )
+
+
+@dataclass
+class ModelVersion:
+    """A ready-to-serve bundle version."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+    tokenizers: G2PTokenizers
+    backend: OrtBackend
+    variant: str
+    providers_used: list[str]
+    alphabet: frozenset[str]
+    load_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_output_tokens(self) -> int:
+        return self.manifest.limits.max_target_len
+
+    @property
+    def max_input_chars(self) -> int:
+        return self.manifest.limits.max_word_chars
+
+    @property
+    def d_model(self) -> int:
+        return int(self.manifest.model_config_["d_model"])
+
+    def normalize(self, word: str) -> str:
+        """The tokenizer's own normalisation (NFKC, lower case, strip): what the model really sees."""
+        return str(self.tokenizers.src.normalizer.normalize_str(word))
+
+    def transcribe(
+        self,
+        words: Sequence[str],
+        options: DecodeOptions,
+        on_token: Callable[[int, int], None] | None = None,
+        alive: Callable[[int], bool] | None = None,
+        batch_size: int = 256,
+    ) -> list[list[Pronunciation]]:
+        return transcribe(self.backend, self.tokenizers, words, options, batch_size, on_token=on_token, alive=alive)
+
+    def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> np.ndarray:
+        """The encoder graph alone (the KServe tensor model): memory (B, S, d_model) float32."""
+        (memory,) = self.backend.sessions[ENCODER].run(
+            ["memory"], {"src_ids": src_ids.astype(np.int64), "src_mask": src_mask.astype(bool)}
+        )
+        return np.asarray(memory, dtype=np.float32)
+
+
+def load_version(path: Path, settings: Settings, providers: list[Provider] | None = None) -> ModelVersion:
+    """Verify, open, warm up and test-decode one bundle version; ``BundleError`` says why it is refused."""
+    t0 = time.monotonic()
+    manifest = verify_bundle(path)  # checksums of every file + the export's parity verdict
+    if settings.variant not in manifest.variants:
+        raise BundleError(f"{path}: no variant {settings.variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
+    providers = providers if providers is not None else resolve_providers(settings)
+    tokenizers = G2PTokenizers.load(path)
+    backend = OrtBackend(path, settings.variant, providers, session_config(settings), manifest)
+    used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
+    mv = ModelVersion(
+        name=path.parent.name,
+        version=int(path.name),
+        path=path,
+        manifest=manifest,
+        tokenizers=tokenizers,
+        backend=backend,
+        variant=settings.variant,
+        providers_used=[provider_name(p) for p in providers if provider_name(p) in used],
+        alphabet=frozenset(manifest.source_alphabet),
+    )
+    greedy = DecodeOptions(beam_size=1, max_len=mv.max_output_tokens)
+    for _ in range(max(settings.warmup_runs, 1)):
+        out = mv.transcribe(list(SMOKE_WORDS), greedy)
+        mv.transcribe(list(SMOKE_WORDS[:2]), DecodeOptions(beam_size=4, nbest=2, max_len=mv.max_output_tokens))
+    bad = [w for w, r in zip(SMOKE_WORDS, out, strict=True) if not r[0].finished or not r[0].phonemes]
+    if bad:
+        raise BundleError(f"{path}: test decode failed: no finished pronunciation for {bad}")
+    mv.extra["smoke"] = {w: " ".join(r[0].phonemes) for w, r in zip(SMOKE_WORDS, out, strict=True)}
+    mv.load_seconds = time.monotonic() - t0
+    return mv

@@ -1,0 +1,188 @@
+"""Assemble and run the server: repository -> engine -> servicers -> gRPC (+ health, reflection, metrics).
+
+Lifecycle: models are loaded, warmed up and test-decoded before the port answers SERVING; SIGTERM/SIGINT
+turns health NOT_SERVING, stops new RPCs, lets in-flight ones finish within ``shutdown_grace_s``, then exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.api.g2p.v1 import g2p_pb2, g2p_pb2_grpc
+from service.api.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.engine import Engine
+from service.metrics import Metrics, MetricsInterceptor
+from service.repository import ModelRepository
+from service.runtime import resolve_providers
+from service.servicers import G2PServicer, InferenceServicer
+from service.settings import Settings
+
+log = logging.getLogger("g2p.server")
+
+G2P_SERVICE = g2p_pb2.DESCRIPTOR.services_by_name["G2P"].full_name
+V2_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+class JsonFormatter(logging.Formatter):
+    STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        row: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        row |= {k: v for k, v in record.__dict__.items() if k not in self.STANDARD}
+        if record.exc_info:
+            row["exc"] = self.formatException(record.exc_info)
+        return json.dumps(row, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extra = {k: v for k, v in record.__dict__.items() if k not in JsonFormatter.STANDARD}
+        return base + ("  " + " ".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if settings.log_format == "json"
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+
+
+class G2PServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.serving = False
+        self.port = 0
+        self.started_at = time.monotonic()
+        self._stopped = threading.Event()
+        self.repo: ModelRepository | None = None
+        self.engine: Engine | None = None
+        self.grpc_server: grpc.Server | None = None
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> int:
+        """Load the model (or raise), start serving; returns the bound gRPC port."""
+        s = self.settings
+        for name in ("", G2P_SERVICE, V2_SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        providers = resolve_providers(s)  # ProviderError when cuda is asked for and cannot run
+        self.repo = ModelRepository(s, providers, on_change=self._models_changed)
+        model = self.repo.load_initial()
+        log.info(
+            "model ready",
+            extra={"model": model.name, "version": model.version, "providers": model.providers_used,
+                   "variant": model.variant, "threads": s.threads, "load_seconds": round(model.load_seconds, 3)},
+        )  # fmt: skip
+        self.engine = Engine(s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="rpc"),
+            interceptors=[MetricsInterceptor(self.metrics)],
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=s.grpc_workers * 4,
+        )
+        g2p_pb2_grpc.add_G2PServicer_to_server(G2PServicer(s, self.repo, self.engine), server)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(s, self.repo, self.engine, lambda: self.serving), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                G2P_SERVICE,
+                V2_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert is not None and s.tls_key is not None:
+            creds = grpc.ssl_server_credentials([(s.tls_key.read_bytes(), s.tls_cert.read_bytes())])
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {address} (G2P_HOST / G2P_PORT)")
+        server.start()
+        self.grpc_server = server
+        if s.metrics_port >= 0:
+            self.metrics.serve(s.metrics_host, s.metrics_port)
+        self.repo.start_watching()
+        self.serving = True
+        self.metrics.server_ready.set(1)
+        for name in ("", G2P_SERVICE, V2_SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "SERVING",
+            extra={"address": f"{s.host}:{self.port}", "metrics_port": self.metrics.http_port,
+                   "seconds_to_serving": round(time.monotonic() - self.started_at, 3)},
+        )  # fmt: skip
+        return self.port
+
+    def _models_changed(self, repo: ModelRepository) -> None:
+        for r in repo.records():
+            self.metrics.model_state.labels(repo.name, str(r.version)).set(1 if r.state == "READY" else 0)
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new RPCs, finish in-flight ones within the grace period, then release all."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        self.serving = False
+        self.metrics.server_ready.set(0)
+        self.health.enter_graceful_shutdown()
+        log.info("shutting down", extra={"grace_s": grace})
+        if self.grpc_server is not None:
+            done = self.grpc_server.stop(grace)
+            if self.engine is not None:
+                self.engine.drain(grace)
+            done.wait(grace + 1)
+        if self.engine is not None:
+            self.engine.stop()
+        if self.repo is not None:
+            self.repo.stop()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def run_until_signal(self) -> int:
+        def handle(signum: int, _frame: Any) -> None:
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            threading.Thread(target=self.stop, name="shutdown").start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.wait()
+        # stop() runs in its own thread; wait for the grace period to play out
+        while threading.active_count() > 1 and any(t.name == "shutdown" for t in threading.enumerate()):
+            time.sleep(0.05)
+        return 0

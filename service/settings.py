@@ -1,0 +1,132 @@
+"""Every setting of the server, in one pydantic-settings class.
+
+Sources, highest priority first: keyword arguments (tests), environment variables ``G2P_<FIELD>`` (e.g.
+``G2P_PORT=50051``, ``G2P_PROVIDERS=cuda``), a dotenv file named by ``G2P_ENV_FILE`` (default ``.env`` when
+present), then the defaults below. An invalid value stops start-up with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderChoice = Literal["cpu", "cuda", "auto"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names the field(s)."""
+
+
+def cpu_quota() -> int:
+    """CPUs this process may really use: the cgroup CPU quota (containers), else its affinity mask."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    quota = None
+    try:  # cgroup v2
+        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            quota = float(fields[0]) / float(fields[1])
+    except (OSError, ValueError, IndexError):
+        try:  # cgroup v1
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if q > 0 and p > 0:
+                quota = q / p
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        usable = min(usable, max(1, int(quota)))
+    return max(1, usable)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="G2P_", env_file=os.environ.get("G2P_ENV_FILE", ".env"), extra="ignore"
+    )
+
+    # model repository: <model_repository>/<model_name>/<version>/manifest.json
+    model_repository: Path = Path("models")
+    model_name: str = "g2p"
+    variant: str = "fp32"  # which graphs of the bundle serve: fp32, optimized, int8, fp16 (fp16 wants cuda)
+    max_loaded_versions: int = Field(2, ge=1, le=16)
+    watch_interval_s: float = Field(2.0, ge=0.0, description="poll the repository for new versions; 0 = off")
+
+    # network
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)  # 0 = any free port (tests)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    grpc_workers: int = Field(64, ge=1, le=1024, description="threads serving RPCs")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    # execution
+    providers: ProviderChoice = "cpu"
+    cuda_device_id: int = Field(0, ge=0)
+    cuda_use_tf32: bool = False  # TF32 matmuls change fp32 results at the 1e-3 level; off keeps parity
+    intra_op_threads: int = Field(0, ge=0, description="0 = the CPUs of this container's quota")
+    inter_op_threads: int = Field(1, ge=1)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    memory_arena: bool = True
+    warmup_runs: int = Field(2, ge=0)
+
+    # batching
+    max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")
+    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000)
+    max_queue_size: int = Field(256, ge=1, description="requests waiting; beyond it RESOURCE_EXHAUSTED")
+
+    # request limits
+    max_inputs_per_request: int = Field(256, ge=1)
+    max_input_chars: int = Field(48, ge=1)
+    max_output_tokens: int = Field(48, ge=1)
+    max_beam_size: int = Field(16, ge=1)
+    default_beam_size: int = Field(1, ge=1)
+
+    # observability and lifecycle
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(8000, ge=-1, le=65535, description="Prometheus HTTP port; 0 = any free port, -1 = off")
+    metrics_host: str = "127.0.0.1"
+    shutdown_grace_s: float = Field(10.0, ge=0.0)
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("must be a plain directory name")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        for f in (self.tls_cert, self.tls_key):
+            if f is not None and not f.is_file():
+                raise ValueError(f"TLS file not found: {f}")
+        if self.default_beam_size > self.max_beam_size:
+            raise ValueError(
+                f"default_beam_size ({self.default_beam_size}) exceeds max_beam_size ({self.max_beam_size})"
+            )
+        return self
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or cpu_quota()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and overrides), or ``SettingsError`` naming each bad field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f" (G2P_{field.upper()})" if err["loc"] else ""
+            problems.append(f"{field}{env}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,127 @@
+"""The batching engine with a fake model: batching, backpressure, deadlines, cancellation, draining."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from g2p.decoding import DecodeOptions
+from g2p.pipeline import Pronunciation
+from service.engine import Cancelled, DeadlineExceeded, Engine, EngineStopped, Job, QueueFull
+from service.metrics import Metrics
+
+
+class FakeModel:
+    """Decodes a word to its letters; blocks while ``gate`` is clear; records every batch."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+
+    def transcribe(self, words, options, on_token=None, alive=None, batch_size=256):
+        self.batches.append(list(words))
+        self.started.set()
+        self.gate.wait(10)
+        out = []
+        for i, w in enumerate(words):
+            if alive is not None and not alive(i):
+                out.append([Pronunciation((), 0.0, 0.0, False)])
+                continue
+            if on_token is not None:
+                for t in range(len(w)):
+                    on_token(i, t)
+            out.append([Pronunciation(tuple(w.upper()), -1.0, -1.0, True)])
+        return out
+
+
+GREEDY = DecodeOptions()
+
+
+def make(max_batch=8, delay=0.05, queue=4):
+    return Engine(max_batch, delay, queue, Metrics())
+
+
+def test_concurrent_jobs_share_a_batch_and_keep_their_order():
+    eng, model = make(), FakeModel()
+    model.gate.clear()
+    first = eng.submit(Job(model, ["a"], GREEDY))  # occupies the worker
+    assert model.started.wait(5)
+    jobs = [Job(model, [w, w + w], GREEDY) for w in "xyz"]
+    futures = [eng.submit(j) for j in jobs]
+    model.gate.set()
+    assert first.result(5)[0][0].phonemes == ("A",)
+    assert [[r[0].phonemes for r in f.result(5)] for f in futures] == [
+        [(w.upper(),), (w.upper(), w.upper())] for w in "xyz"
+    ]
+    assert model.batches[1] == ["x", "xx", "y", "yy", "z", "zz"]  # one batch for the three waiting jobs
+    eng.stop()
+
+
+def test_different_options_are_not_mixed():
+    eng, model = make(), FakeModel()
+    model.gate.clear()
+    eng.submit(Job(model, ["a"], GREEDY))
+    assert model.started.wait(5)
+    f1 = eng.submit(Job(model, ["b"], GREEDY))
+    f2 = eng.submit(Job(model, ["c"], DecodeOptions(beam_size=4)))
+    model.gate.set()
+    f1.result(5), f2.result(5)
+    assert ["b"] in model.batches and ["c"] in model.batches
+    eng.stop()
+
+
+def test_a_full_queue_refuses_at_once():
+    eng, model = make(queue=2), FakeModel()
+    model.gate.clear()
+    eng.submit(Job(model, ["a"], GREEDY))
+    assert model.started.wait(5)
+    eng.submit(Job(model, ["b"], GREEDY))
+    eng.submit(Job(model, ["c"], DecodeOptions(beam_size=2)))
+    with pytest.raises(QueueFull, match="max_queue_size=2"):
+        eng.submit(Job(model, ["d"], GREEDY))
+    model.gate.set()
+    eng.stop()
+
+
+def test_expired_and_cancelled_jobs_are_dropped_before_decoding():
+    eng, model = make(), FakeModel()
+    model.gate.clear()
+    eng.submit(Job(model, ["a"], GREEDY))
+    assert model.started.wait(5)
+    late = Job(model, ["late"], GREEDY, deadline=time.monotonic() + 0.01)
+    gone = Job(model, ["gone"], GREEDY)
+    fl, fg = eng.submit(late), eng.submit(gone)
+    gone.cancelled.set()
+    time.sleep(0.05)
+    model.gate.set()
+    with pytest.raises(DeadlineExceeded):
+        fl.result(5)
+    with pytest.raises(Cancelled):
+        fg.result(5)
+    assert all("late" not in b and "gone" not in b for b in model.batches)
+    eng.stop()
+
+
+def test_streaming_tokens_reach_their_own_job():
+    eng, model = make(), FakeModel()
+    seen: dict[str, list[tuple[int, int]]] = {"p": [], "q": []}
+    f = eng.submit(Job(model, ["ab", "c"], GREEDY, on_token=lambda i, t: seen["p"].append((i, t))))
+    f.result(5)
+    assert seen["p"] == [(0, 0), (0, 1), (1, 0)]
+    eng.stop()
+
+
+def test_drain_finishes_queued_work_and_refuses_new():
+    eng, model = make(), FakeModel()
+    model.gate.clear()
+    futures = [eng.submit(Job(model, [w], GREEDY)) for w in "ab"]
+    threading.Timer(0.1, model.gate.set).start()
+    assert eng.drain(5)
+    assert all(f.done() and not f.exception() for f in futures)
+    with pytest.raises(EngineStopped):
+        eng.submit(Job(model, ["c"], GREEDY))
+    eng.stop()
