@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve client evaluate protos test lint typecheck unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,11 +42,19 @@ evaluate: $(STAMP)  ## evaluate the shipped checkpoint on the 12k test words (gr
 protos: $(STAMP)  ## regenerate service/api/ from protos/
 	$(PY) -m service.protogen
 
-test: lint typecheck unit  ## everything CI runs: lint, type check, unit tests
+test: lint typecheck compose-check unit  ## everything CI runs: lint, type check, compose/Dockerfile checks, tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfiles, without a Docker engine
+	for p in "" export train gpu client; do $(VENV)/bin/docker-compose $${p:+--profile $$p} config -q || exit 1; done
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint docker/*.Dockerfile
+
+compose-smoke:  ## the real run: up --build --wait, client, re-export, down (docker/compose-smoke.sh)
+	docker/compose-smoke.sh
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

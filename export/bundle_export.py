@@ -133,6 +133,7 @@ def export_bundle(opts: ExportOptions) -> Path:
             p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != "manifest.json"
         }
         manifest.write(staging)
+        staging.chmod(0o755)  # mkdtemp makes it 0700: a server running as another user must read the bundle
         staging.rename(final)
         log(f"bundle written: {final}")
         return final

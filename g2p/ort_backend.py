@@ -22,13 +22,15 @@ CUDA = "CUDAExecutionProvider"
 
 @dataclass
 class OrtState:
+    """Tensors are numpy arrays, or ``onnxruntime.OrtValue`` on the session's device with IO binding."""
+
     source: np.ndarray  # (N,) which source each row decodes
     src_mask: np.ndarray  # (N, S) bool
-    memory: np.ndarray | None  # (N, S, D) until the first decoder call
-    cross_k: np.ndarray | None = None  # (L, N, H, S, Dh) after it
-    cross_v: np.ndarray | None = None
-    past_k: np.ndarray | None = None  # (L, N, H, P, Dh)
-    past_v: np.ndarray | None = None
+    memory: Any  # (N, S, D) until the first decoder call
+    cross_k: Any = None  # (L, N, H, S, Dh) after it
+    cross_v: Any = None
+    past_k: Any = None  # (L, N, H, P, Dh)
+    past_v: Any = None
 
 
 Provider = str | tuple[str, dict[str, Any]]
@@ -108,7 +110,11 @@ class OrtBackend:
         providers: list[Provider] | None = None,
         config: SessionConfig | int = 0,
         manifest: Manifest | None = None,
+        io_binding: bool = False,
     ) -> None:
+        """``io_binding``: the KV cache (self- and cross-attention keys/values) stays in ONNX Runtime values
+        on the session's device between decoder steps instead of coming back as numpy arrays each step; it
+        is copied out only when beam search or a finished row reorders the batch."""
         self.dir = Path(bundle_dir)
         self.manifest = manifest if manifest is not None else verify_bundle(self.dir)
         if variant not in self.manifest.variants:
@@ -119,6 +125,22 @@ class OrtBackend:
         self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config) for g in GRAPH_NAMES}
         step_inputs = {i.name: i.type for i in self.sessions[DECODER_STEP].get_inputs()}
         self.float_dtype = np.float16 if step_inputs["past_k"] == "tensor(float16)" else np.float32
+        first = self.providers[0]
+        self.device = "cuda" if provider_name(first) == CUDA else "cpu"
+        self.device_id = int(first[1].get("device_id", 0)) if isinstance(first, tuple) else 0
+        self.io_binding = io_binding
+
+    def _value(self, x: Any) -> Any:
+        """numpy -> OrtValue on the session's device (IO binding), else unchanged."""
+        if not self.io_binding or x is None:
+            return x
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), self.device, self.device_id)
+
+    @staticmethod
+    def _numpy(x: Any) -> Any:
+        return x.numpy() if hasattr(x, "numpy") and not isinstance(x, np.ndarray) else x
 
     def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> OrtState:
         (memory,) = self.sessions[ENCODER].run(
@@ -133,7 +155,22 @@ class OrtBackend:
                 ["logits", "present_k", "present_v", "cross_k", "cross_v"],
                 {"tgt_ids": tgt, "memory": state.memory, "src_mask": state.src_mask},
             )
-            new = OrtState(state.source, state.src_mask, None, ck, cv, pk, pv)
+            v = self._value
+            new = OrtState(state.source, state.src_mask, None, v(ck), v(cv), v(pk), v(pv))
+        elif self.io_binding:
+            session = self.sessions[DECODER_STEP]
+            io = session.io_binding()
+            io.bind_cpu_input("tgt_ids", tgt)
+            io.bind_cpu_input("src_mask", state.src_mask)
+            for name in ("past_k", "past_v", "cross_k", "cross_v"):
+                io.bind_ortvalue_input(name, getattr(state, name))
+            io.bind_output("logits", "cpu")
+            io.bind_output("present_k", self.device, self.device_id)
+            io.bind_output("present_v", self.device, self.device_id)
+            session.run_with_iobinding(io)
+            logits_value, pk, pv = io.get_outputs()
+            logits = logits_value.numpy()
+            new = OrtState(state.source, state.src_mask, None, state.cross_k, state.cross_v, pk, pv)
         else:
             logits, pk, pv = self.sessions[DECODER_STEP].run(
                 ["logits", "present_k", "present_v"],
@@ -153,21 +190,20 @@ class OrtBackend:
         source = state.source[rows]
         same_sources = np.array_equal(source, state.source)
 
-        def per_source(x: np.ndarray | None, axis: int) -> np.ndarray | None:
+        def per_source(x: Any, axis: int) -> Any:
             # rows of one source share these tensors: nothing to move when beams stay within their source
             if x is None or same_sources:
                 return x
-            return np.take(x, rows, axis=axis)
+            return self._value(np.take(self._numpy(x), rows, axis=axis))
 
-        def per_row(x: np.ndarray | None) -> np.ndarray | None:
-            return None if x is None else np.take(x, rows, axis=1)
+        def per_row(x: Any) -> Any:
+            return None if x is None else self._value(np.take(self._numpy(x), rows, axis=1))
 
-        mask = per_source(state.src_mask, 0)
-        assert mask is not None
+        mask = state.src_mask if same_sources else np.take(state.src_mask, rows, axis=0)
         return OrtState(
             source,
             mask,
-            per_source(state.memory, 0),
+            state.memory if state.memory is None or same_sources else np.take(state.memory, rows, axis=0),
             per_source(state.cross_k, 1),
             per_source(state.cross_v, 1),
             per_row(state.past_k),

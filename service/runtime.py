@@ -121,7 +121,7 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         raise BundleError(f"{path}: no variant {settings.variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
     providers = providers if providers is not None else resolve_providers(settings)
     tokenizers = G2PTokenizers.load(path)
-    backend = OrtBackend(path, settings.variant, providers, session_config(settings), manifest)
+    backend = OrtBackend(path, settings.variant, providers, session_config(settings), manifest, settings.io_binding)
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
     mv = ModelVersion(
         name=path.parent.name,

@@ -45,24 +45,31 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) ->
     raise AssertionError("unreachable")  # context.abort raises
 
 
+STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (EngineStopped, grpc.StatusCode.UNAVAILABLE),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Cancelled, grpc.StatusCode.CANCELLED),
+)
+SERVICE_ERRORS = tuple(cls for cls, _ in STATUS)
+
+
+def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """End the RPC with the status code of one of the service's exceptions and its message."""
+    code = next(code for cls, code in STATUS if isinstance(exc, cls))
+    abort(context, code, str(exc))
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map the service's exceptions to status codes (unary handlers)."""
+    """Map the service's exceptions to status codes (unary handlers); anything else is INTERNAL, logged."""
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return fn(self, request, context)
-        except InvalidArgument as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except ModelNotFound as exc:
-            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-        except QueueFull as exc:
-            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except EngineStopped as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        except DeadlineExceeded as exc:
-            abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        except Cancelled as exc:
-            abort(context, grpc.StatusCode.CANCELLED, str(exc))
+        except SERVICE_ERRORS as exc:
+            fail(context, exc)
         except Exception:
             log.exception("internal error", extra={"method": fn.__name__})
             abort(context, grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__} (logged on the server)")
@@ -144,10 +151,8 @@ class G2PServicer(pb_grpc.G2PServicer):
     ) -> Iterator[pb.GenerateStreamResponse]:
         try:
             model, words, options = self._prepare(request, greedy_only=True)
-        except InvalidArgument as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except ModelNotFound as exc:
-            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except SERVICE_ERRORS as exc:
+            fail(context, exc)
         events: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         positions = [0] * len(words)
         job = Job(model, words, options, on_token=lambda i, t: events.put((i, t)))
@@ -157,10 +162,8 @@ class G2PServicer(pb_grpc.G2PServicer):
         context.add_callback(job.cancelled.set)
         try:
             future = self.engine.submit(job)
-        except QueueFull as exc:
-            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except EngineStopped as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except SERVICE_ERRORS as exc:
+            fail(context, exc)
         tgt = model.tokenizers.tgt
 
         def event(i: int, tok: int) -> pb.GenerateStreamResponse:
@@ -192,10 +195,8 @@ class G2PServicer(pb_grpc.G2PServicer):
         yield from drain()
         try:
             results = future.result()
-        except DeadlineExceeded as exc:
-            abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        except (Cancelled, EngineStopped) as exc:
-            abort(context, grpc.StatusCode.CANCELLED, str(exc))
+        except SERVICE_ERRORS as exc:
+            fail(context, exc)
         for i, (raw, r) in enumerate(zip(request.inputs, results, strict=True)):
             final = pb.Output(input=raw, hypotheses=[to_hypothesis(p) for p in r])
             yield pb.GenerateStreamResponse(index=i, final=final, model=model.name, model_version=model.version)

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
     warmup_runs: int = Field(2, ge=0)
+    io_binding: bool = True  # the KV cache stays in ONNX Runtime values (on the device) between decoder steps
 
     # batching
     max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")

@@ -21,6 +21,7 @@ from g2p.decoding import DecodeOptions
 from g2p.metrics import strip_stress
 from g2p.ort_backend import OrtBackend
 from g2p.pipeline import transcribe
+from g2p.tokenization import pad_batch
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
 
@@ -57,6 +58,7 @@ def bundle(tokenizers, tmp_path_factory, words_file):
 def test_bundle_layout_and_manifest(bundle):
     path, ck = bundle
     assert path.name == "1" and path.parent.name == "tiny"
+    assert path.stat().st_mode & 0o777 == 0o755  # readable by a server running as another user
     manifest = verify_bundle(path)  # every file present with its sha256, parity ok
     assert manifest.checkpoint_sha256 == ckpt_sha(ck)
     assert set(manifest.variants) == {"fp32", "optimized", "int8", "fp16"}
@@ -114,6 +116,21 @@ def test_onnx_and_torch_give_identical_nbest(bundle, tokenizers):
     b = transcribe(OrtBackend(bundle[0], "fp32"), tokenizers, WORDS, opts)
     assert [[p.phonemes for p in r] for r in a] == [[p.phonemes for p in r] for r in b]
     assert np.allclose([p.logprob for r in a for p in r], [p.logprob for r in b for p in r], atol=1e-3)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_io_binding_keeps_the_cache_in_ort_values_with_identical_results(bundle, tokenizers, beam):
+    opts = DecodeOptions(beam_size=beam, nbest=beam, max_len=12)
+    plain = transcribe(OrtBackend(bundle[0]), tokenizers, WORDS, opts, batch_size=5)
+    bound_backend = OrtBackend(bundle[0], io_binding=True)
+    bound = transcribe(bound_backend, tokenizers, WORDS, opts, batch_size=5)
+    assert [[(p.phonemes, round(p.logprob, 4)) for p in r] for r in plain] == [
+        [(p.phonemes, round(p.logprob, 4)) for p in r] for r in bound
+    ]
+    src, mask = pad_batch(tokenizers.encode_source(WORDS[:3]))
+    _, state = bound_backend.step(np.full(3, 1), bound_backend.encode(src, mask))
+    _, state = bound_backend.step(np.full(3, 5), state)
+    assert type(state.past_k).__name__ == "OrtValue" and type(state.cross_k).__name__ == "OrtValue"
 
 
 def test_a_fixed_axis_fails_the_structural_check(tokenizers, tmp_path):

@@ -142,6 +142,13 @@ def test_tritonclient_text_model_and_encoder_tensor_model(server, stub, test_wor
     for key, message in expected.items():
         assert e[key][0] == "StatusCode.INVALID_ARGUMENT" and message in e[key][1], (key, e[key])
     assert e["model"][0] == "StatusCode.NOT_FOUND"
+    # the README's tritonclient example, as written
+    example = py("examples/tritonclient_g2p.py", "--target", f"127.0.0.1:{server.port}", "--beam", "5", *words[:3])
+    assert example.returncode == 0, example.stderr
+    assert example.stdout.splitlines() == [f"{w}\t{p}" for w, p in zip(words[:3], r["beam5"][:3], strict=True)]
+    enc = py("examples/tritonclient_g2p.py", "--target", f"127.0.0.1:{server.port}", "--encoder", "--bundle",
+             str(SHIPPED_BUNDLE), "hello")  # fmt: skip
+    assert json.loads(enc.stdout)["shape"][:2] == [1, 6], enc.stderr
 
 
 # ------------------------------------------------------------------------------------------------ health
