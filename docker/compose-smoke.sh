@@ -46,6 +46,13 @@ docker compose run --rm client hello world
 say "images"
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^g2p-'
 
+say "SIGTERM: graceful stop, exit code 0"
+docker compose stop g2p
+code=$(docker inspect -f '{{.State.ExitCode}}' "$(docker compose ps -a -q g2p)")
+docker compose logs g2p | tail -3
+echo "server exit code: $code"
+[ "$code" = "0" ]
+
 say "down"
 docker compose down
 rm -rf "models/g2p/$new"   # the smoke run's version; the committed bundle stays

@@ -11,6 +11,7 @@ decoding time plus the queue delay). Iteration-level joining (a new word enterin
 next decoder step) needs per-row positions and a self-attention padding mask in the decoder-step graph; the
 exported graphs have neither yet.
 
+A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load.
 The queue is bounded (``max_queue_size`` jobs): beyond it ``submit`` raises ``QueueFull`` at once.
 """
 
@@ -81,6 +82,7 @@ class Engine:
         self._accepting = True
         self._running = True
         self._busy = False
+        self._last_jobs = 0
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
         self._thread.start()
 
@@ -131,7 +133,10 @@ class Engine:
             first = self._queue.popleft()
             self._busy = True  # before any wait below releases the lock: drain() must see this job
             batch, n = [first], len(first.words)
-            until = time.monotonic() + self.max_delay
+            # wait for company only under load (jobs queued, or the last batch was shared): a lone request
+            # starts at once instead of paying max_queue_delay for nothing
+            delay = self.max_delay if (self._queue or self._last_jobs > 1) else 0.0
+            until = time.monotonic() + delay
             while n < self.max_batch_size:
                 fits = [j for j in self._queue if j.key == first.key and n + len(j.words) <= self.max_batch_size]
                 for j in fits:
@@ -145,6 +150,7 @@ class Engine:
                     break
                 self._cv.wait(left)
             self.metrics.queue_depth.set(len(self._queue))
+            self._last_jobs = len(batch)
             return batch
 
     def _loop(self) -> None:
