@@ -33,8 +33,12 @@ def shipped_checkpoint() -> Path:
     raise AssertionError("no committed checkpoint matches the shipped bundle's checkpoint_sha256")
 
 
-def wait_serving(port: int, timeout: float = 30.0) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+def wait_serving(port: int, timeout: float = 30.0, tls_ca: Path | None = None) -> None:
+    if tls_ca is not None:
+        channel = grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+    else:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    with channel as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -63,7 +67,7 @@ def running_server(**overrides: object) -> Iterator[G2PServer]:
     server = G2PServer(settings)
     server.start()
     try:
-        wait_serving(server.port)
+        wait_serving(server.port, tls_ca=settings.tls_cert)
         yield server
     finally:
         server.stop(2.0)
