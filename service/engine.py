@@ -1,9 +1,10 @@
 """Dynamic batching across concurrent requests, with backpressure, deadlines and cancellation.
 
-One worker thread owns the decoding (ONNX Runtime already uses every CPU of the quota inside one run). It
-takes the oldest waiting job, then gathers jobs with the same model version and decoding options until
-``max_batch_size`` inputs or ``max_queue_delay`` has passed, and decodes them as one padded batch: words of
-different lengths are padded together, and a word that finishes (or whose request was cancelled or ran out of
+``workers`` threads decode batches at once, each on its own ONNX Runtime sessions (see
+``g2p.pipeline.ParallelTranscriber``: K single-threaded sessions scale better than one K-threaded session at these
+matrix sizes). A worker takes the oldest waiting job, then gathers jobs with the same model version and decoding
+options until ``max_batch_size`` inputs or ``max_queue_delay`` has passed, and decodes them as one padded batch:
+words of different lengths are padded together, and a word that finishes (or whose request was cancelled or ran out of
 time) leaves the batch at the next decoder step.
 
 Scheduling is per batch: a job arriving while a batch decodes waits for the next batch (at most one batch's
@@ -72,7 +73,9 @@ class Job:
 
 
 class Engine:
-    def __init__(self, max_batch_size: int, max_queue_delay_s: float, max_queue_size: int, metrics: Metrics) -> None:
+    def __init__(
+        self, max_batch_size: int, max_queue_delay_s: float, max_queue_size: int, metrics: Metrics, workers: int = 1
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.max_delay = max_queue_delay_s
         self.max_queue_size = max_queue_size
@@ -81,10 +84,13 @@ class Engine:
         self._cv = threading.Condition()
         self._accepting = True
         self._running = True
-        self._busy = False
+        self._busy = 0  # batches being decoded
         self._last_jobs = 0
-        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"engine-{k}", daemon=True) for k in range(max(workers, 1))
+        ]
+        for t in self._threads:
+            t.start()
 
     # ------------------------------------------------------------------ API
     def submit(self, job: Job) -> Future[list[list[Pronunciation]]]:
@@ -121,7 +127,8 @@ class Engine:
                 job.future.set_exception(EngineStopped("the server stopped before this request ran"))
             self._queue.clear()
             self._cv.notify_all()
-        self._thread.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
 
     # ------------------------------------------------------------------ worker
     def _take_batch(self) -> list[Job] | None:
@@ -131,7 +138,7 @@ class Engine:
             if not self._running:
                 return None
             first = self._queue.popleft()
-            self._busy = True  # before any wait below releases the lock: drain() must see this job
+            self._busy += 1  # before any wait below releases the lock: drain() must see this job
             batch, n = [first], len(first.words)
             # wait for company only under load (jobs queued, or the last batch was shared): a lone request
             # starts at once instead of paying max_queue_delay for nothing
@@ -167,7 +174,7 @@ class Engine:
                         job.future.set_exception(exc)
             finally:
                 with self._cv:
-                    self._busy = False
+                    self._busy -= 1
                     self._cv.notify_all()
 
     def _run(self, batch: list[Job]) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from g2p.bundle import ENCODER, BundleError, Manifest, verify_bundle
 from g2p.decoding import DecodeOptions
 from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, provider_name
-from g2p.pipeline import Pronunciation, transcribe
+from g2p.pipeline import ParallelTranscriber, Pronunciation
 from g2p.tokenization import G2PTokenizers
 from service.settings import Settings
 
@@ -73,6 +73,7 @@ class ModelVersion:
     manifest: Manifest
     tokenizers: G2PTokenizers
     backend: OrtBackend
+    parallel: ParallelTranscriber  # one backend per decoding worker (``backend`` is the first)
     variant: str
     providers_used: list[str]
     alphabet: frozenset[str]
@@ -103,7 +104,7 @@ class ModelVersion:
         alive: Callable[[int], bool] | None = None,
         batch_size: int = 256,
     ) -> list[list[Pronunciation]]:
-        return transcribe(self.backend, self.tokenizers, words, options, batch_size, on_token=on_token, alive=alive)
+        return self.parallel.transcribe(self.tokenizers, words, options, batch_size, on_token=on_token, alive=alive)
 
     def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> np.ndarray:
         """The encoder graph alone (the KServe tensor model): memory (B, S, d_model) float32."""
@@ -121,7 +122,11 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         raise BundleError(f"{path}: no variant {settings.variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
     providers = providers if providers is not None else resolve_providers(settings)
     tokenizers = G2PTokenizers.load(path)
-    backend = OrtBackend(path, settings.variant, providers, session_config(settings), manifest, settings.io_binding)
+    backends = [
+        OrtBackend(path, settings.variant, providers, session_config(settings), manifest, settings.io_binding)
+        for _ in range(settings.decode_workers)
+    ]
+    backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
     mv = ModelVersion(
         name=path.parent.name,
@@ -130,6 +135,7 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         manifest=manifest,
         tokenizers=tokenizers,
         backend=backend,
+        parallel=ParallelTranscriber(backends),
         variant=settings.variant,
         providers_used=[provider_name(p) for p in providers if provider_name(p) in used],
         alphabet=frozenset(manifest.source_alphabet),

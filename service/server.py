@@ -93,10 +93,19 @@ class G2PServer:
         model = self.repo.load_initial()
         log.info(
             "model ready",
-            extra={"model": model.name, "version": model.version, "providers": model.providers_used,
-                   "variant": model.variant, "threads": s.threads, "load_seconds": round(model.load_seconds, 3)},
-        )  # fmt: skip
-        self.engine = Engine(s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics)
+            extra={
+                "model": model.name,
+                "version": model.version,
+                "providers": model.providers_used,
+                "variant": model.variant,
+                "workers": s.decode_workers,
+                "threads_per_worker": s.threads,
+                "load_seconds": round(model.load_seconds, 3),
+            },
+        )
+        self.engine = Engine(
+            s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics, s.decode_workers
+        )
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="rpc"),
             interceptors=[MetricsInterceptor(self.metrics)],

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     providers: ProviderChoice = "cpu"
     cuda_device_id: int = Field(0, ge=0)
     cuda_use_tf32: bool = False  # TF32 matmuls change fp32 results at the 1e-3 level; off keeps parity
-    intra_op_threads: int = Field(0, ge=0, description="0 = the CPUs of this container's quota")
+    workers: int = Field(0, ge=0, le=64, description="decoding workers, each with its own sessions; 0 = the CPU quota")
+    intra_op_threads: int = Field(0, ge=0, description="per worker; 0 = the CPU quota divided among the workers")
     inter_op_threads: int = Field(1, ge=1)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
@@ -116,8 +117,13 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def decode_workers(self) -> int:
+        return self.workers or cpu_quota()
+
+    @property
     def threads(self) -> int:
-        return self.intra_op_threads or cpu_quota()
+        """Intra-op threads of each worker's sessions."""
+        return self.intra_op_threads or max(1, cpu_quota() // self.decode_workers)
 
 
 def load_settings(**overrides: object) -> Settings:

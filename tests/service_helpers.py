@@ -58,7 +58,8 @@ def running_server(**overrides: object) -> Iterator[G2PServer]:
             "port": 0,
             "metrics_port": 0,
             "model_repository": ROOT / "models",
-            "intra_op_threads": 2,
+            "workers": 2,
+            "intra_op_threads": 1,
             "watch_interval_s": 0.2,
             "shutdown_grace_s": 5.0,
         }
@@ -77,7 +78,7 @@ def running_server(**overrides: object) -> Iterator[G2PServer]:
 def server_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """``python -m service`` in a subprocess (a clean interpreter: no torch), its port read from its log."""
     full = os.environ | {"G2P_PORT": "0", "G2P_METRICS_PORT": "-1", "G2P_MODEL_REPOSITORY": str(ROOT / "models"),
-                         "G2P_INTRA_OP_THREADS": "2", "PYTHONUNBUFFERED": "1"} | env  # fmt: skip
+                         "G2P_WORKERS": "2", "G2P_INTRA_OP_THREADS": "1", "PYTHONUNBUFFERED": "1"} | env  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "service"],
         cwd=ROOT,

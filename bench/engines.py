@@ -1,0 +1,367 @@
+"""Engines side by side on the shipped model, in one run: PyTorch eager, ONNX Runtime (fp32, int8), CTranslate2
+(fp32, int8, converted from the same checkpoint), the peer g2p_en, and the machine's matmul peak.
+
+    python bench/engines.py [--threads 2] [--batch1-words 300] [--out bench/results/engines]   (make bench)
+    python bench/engines.py --quick     # smoke (make bench-quick, CI): a few words; every engine runs and agrees
+
+Every engine decodes the same held-out test words with the same number of threads. Greedy and beam 5, batch 1
+(a sample) and batch 32 (all 11,994 words). Results: Markdown + JSON + a PNG plot. Ratios are taken within the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from g2p.decoding import DecodeOptions  # noqa: E402
+from g2p.lexicon import read_test_split  # noqa: E402
+from g2p.metrics import error_rates  # noqa: E402
+from g2p.ort_backend import OrtBackend, SessionConfig  # noqa: E402
+from g2p.pipeline import ParallelTranscriber, transcribe  # noqa: E402
+from g2p.tokenization import G2PTokenizers  # noqa: E402
+
+CHECKPOINT = ROOT / "checkpoints" / "cmudict-default" / "best.pt"
+BUNDLE = ROOT / "models" / "g2p" / "1"
+TEST = ROOT / "data" / "cmudict-0.7b.test"
+
+Decoder = Callable[[list[str], int, int], list[str]]  # (words, beam, batch) -> phoneme strings
+
+
+@dataclass
+class Row:
+    engine: str
+    precision: str
+    decoding: str
+    batch: int
+    words: int
+    seconds: float
+    tokens: int
+
+    @property
+    def words_per_s(self) -> float:
+        return self.words / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+# ------------------------------------------------------------------------------------------------ engines
+def torch_engine(tok: G2PTokenizers, threads: int) -> Decoder:
+    import torch
+
+    from training import checkpoint as ckpt
+    from training.backend import TorchBackend
+
+    torch.set_num_threads(threads)
+    backend = TorchBackend(ckpt.load_model(CHECKPOINT).model)
+
+    def run(words: list[str], beam: int, batch: int) -> list[str]:
+        with torch.inference_mode():
+            out = transcribe(backend, tok, words, DecodeOptions(beam_size=beam, max_len=48), batch_size=batch)
+        return [" ".join(r[0].phonemes) for r in out]
+
+    return run
+
+
+def ort_engine(tok: G2PTokenizers, threads: int, variant: str) -> Decoder:
+    """``threads`` sessions of one intra-op thread each, decoding different batches at once (ParallelTranscriber);
+    spinning off, IO binding: the server's settings."""
+    config = SessionConfig(intra_op_threads=1, allow_spinning=False)
+    engine = ParallelTranscriber([OrtBackend(BUNDLE, variant, config=config, io_binding=True) for _ in range(threads)])
+
+    def run(words: list[str], beam: int, batch: int) -> list[str]:
+        out = engine.transcribe(tok, words, DecodeOptions(beam_size=beam, max_len=48), batch_size=batch)
+        return [" ".join(r[0].phonemes) for r in out]
+
+    return run
+
+
+def ct2_engine(tok: G2PTokenizers, threads: int, quantization: str | None, workdir: Path, inter: bool) -> Decoder:
+    """``inter``: ``threads`` translator replicas of one thread each (CTranslate2's own data parallelism, the same
+    layout as our ONNX Runtime engine); else one replica with ``threads`` intra-op threads."""
+    import ctranslate2
+    from ct2_convert import convert
+
+    path = convert(CHECKPOINT, workdir / f"ct2-{quantization or 'float32'}", quantization)
+    layout = {"intra_threads": 1, "inter_threads": threads} if inter else {"intra_threads": threads, "inter_threads": 1}
+    translator = ctranslate2.Translator(str(path), device="cpu", **layout)
+
+    def run(words: list[str], beam: int, batch: int) -> list[str]:
+        src = [[tok.src.id_to_token(i) for i in ids] for ids in tok.encode_source(words)]
+        order = sorted(range(len(src)), key=lambda i: len(src[i]))  # same length bucketing as ours
+        res = translator.translate_batch(
+            [src[i] for i in order], beam_size=beam, max_decoding_length=48, max_batch_size=batch
+        )
+        out = [""] * len(words)
+        for i, r in zip(order, res, strict=True):
+            out[i] = " ".join(r.hypotheses[0])
+        return out
+
+    return run
+
+
+def g2p_en_engine() -> Callable[[list[str]], list[str]]:
+    """The peer (PyPI g2p_en 2.1.0, numpy GRU): its neural predictor only; its dictionary lookup would answer
+    every CMUdict word from the dictionary, and its nltk tagger/corpus downloads are skipped (offline)."""
+    import importlib
+    import types
+
+    import nltk
+
+    nltk.download = lambda *a, **k: True  # type: ignore[assignment]  # the module asks at import: offline here
+    module = importlib.import_module("g2p_en.g2p")
+    g = module.G2p.__new__(module.G2p)
+    proto = types.SimpleNamespace()
+    module.G2p.__init__.__globals__["cmudict"] = types.SimpleNamespace(dict=lambda: {})
+    module.G2p.__init__(g)  # graphemes, phonemes, weights; an empty dictionary
+    del proto
+
+    def run(words: list[str]) -> list[str]:
+        return [" ".join(g.predict(w)) for w in words]
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def matmul_peak_gflops(threads: int, n: int = 1024, repeat: int = 20) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def model_flops(tok: G2PTokenizers, words: list[str], outputs: list[str]) -> float:
+    """Multiply-adds x 2 of the projections and FFNs (attention scores are small at these lengths)."""
+    cfg = json.loads((BUNDLE / "manifest.json").read_text())["model_config"]
+    d, f, le, ld, v = (
+        cfg["d_model"],
+        cfg["d_ff"],
+        cfg["n_encoder_layers"],
+        cfg["n_decoder_layers"],
+        cfg["tgt_vocab_size"],
+    )
+    src_tokens = sum(len(ids) for ids in tok.encode_source(words))
+    tgt_tokens = sum(len(o.split()) + 1 for o in outputs)
+    per_src = le * (4 * d * d + 2 * d * f) + ld * 2 * d * d  # encoder + cross-attention K/V once
+    per_tgt = ld * (6 * d * d + 2 * d * f) + d * v
+    return 2.0 * (src_tokens * per_src + tgt_tokens * per_tgt)
+
+
+def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------------------------ main
+ENGINES = {
+    ("pytorch", "fp32"): lambda tok, threads, tmp: torch_engine(tok, threads),
+    ("onnxruntime", "fp32"): lambda tok, threads, tmp: ort_engine(tok, threads, "fp32"),
+    ("onnxruntime", "int8"): lambda tok, threads, tmp: ort_engine(tok, threads, "int8"),
+    ("ctranslate2", "fp32"): lambda tok, threads, tmp: ct2_engine(tok, threads, None, tmp, inter=True),
+    ("ctranslate2", "int8"): lambda tok, threads, tmp: ct2_engine(tok, threads, "int8", tmp, inter=True),
+    ("ctranslate2-intra", "fp32"): lambda tok, threads, tmp: ct2_engine(tok, threads, None, tmp, inter=False),
+    ("ctranslate2-intra", "int8"): lambda tok, threads, tmp: ct2_engine(tok, threads, "int8", tmp, inter=False),
+}
+
+
+def measure_one(engine: str, precision: str, threads: int, words: list[str], sample: list[str]) -> dict:
+    """One engine in this (fresh) interpreter: no other runtime's thread pool competes with it."""
+    tok = G2PTokenizers.load(BUNDLE)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = ENGINES[(engine, precision)](tok, threads, Path(tmp))
+        run(words[:32], 1, 32)  # warm-up
+        rows, outputs = [], {}
+        for beam, decoding in ((1, "greedy"), (5, "beam 5")):
+            for batch, ws in ((32, words), (1, sample)):
+                out, secs = timed(lambda ws=ws, beam=beam, batch=batch: run(ws, beam, batch))
+                rows.append(
+                    Row(engine, precision, decoding, batch, len(ws), secs, sum(len(o.split()) + 1 for o in out))
+                )
+                if batch == 32:
+                    outputs[decoding] = out
+                print(f"{engine:12s} {precision} {decoding:7s} batch {batch:2d}: {len(ws) / secs:8.1f} words/s",
+                      file=sys.stderr)  # fmt: skip
+    return {"rows": [r.__dict__ for r in rows], "outputs": outputs}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch1-words", type=int, default=300, help="sample decoded one word at a time")
+    ap.add_argument("--quick", action="store_true", help="smoke run: few words, checks agreement, no timing claims")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines")
+    ap.add_argument("--one", nargs=2, metavar=("ENGINE", "PRECISION"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    t_all = time.perf_counter()
+    refs = read_test_split(TEST)
+    words = sorted(refs)
+    if args.quick:
+        words = words[:: len(words) // 64][:64]
+        args.batch1_words = 8
+    sample = words[:: max(len(words) // args.batch1_words, 1)][: args.batch1_words]
+    if args.one:
+        print(json.dumps(measure_one(*args.one, args.threads, words, sample)))
+        return 0
+    rows: list[Row] = []
+    outputs: dict[tuple[str, str, str], list[str]] = {}
+    for engine, precision in ENGINES:
+        cmd = [sys.executable, __file__, "--one", engine, precision, "--threads", str(args.threads),
+               "--batch1-words", str(args.batch1_words)] + (["--quick"] if args.quick else [])  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        sys.stderr.write(proc.stderr[-2000:])
+        if proc.returncode != 0:
+            print(f"{engine} {precision} failed", file=sys.stderr)
+            return 1
+        part = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows += [Row(**r) for r in part["rows"]]
+        outputs |= {(engine, precision, d): o for d, o in part["outputs"].items()}
+    tok = G2PTokenizers.load(BUNDLE)
+    peer = g2p_en_engine()
+    peer_out, peer_secs = timed(lambda: peer(sample))
+    ours = outputs[("onnxruntime", "fp32", "greedy")]
+    agreement = {
+        f"{e}/{p}/{d}": sum(a == b for a, b in zip(o, ours, strict=True)) / len(ours)
+        for (e, p, d), o in outputs.items()
+    }
+    split = {w: [p.split() for p in refs[w]] for w in words}
+    wer = {
+        k: error_rates(dict(zip(words, [o.split() for o in out], strict=True)), split, stress=False).wer
+        for k, out in ((f"{e}/{p}/{d}", o) for (e, p, d), o in outputs.items())
+    }
+    peer_wer = error_rates(
+        dict(zip(sample, [o.split() for o in peer_out], strict=True)), {w: split[w] for w in sample}, stress=False
+    ).wer
+    ours_on_sample = error_rates(
+        {w: ours[words.index(w)].split() for w in sample}, {w: split[w] for w in sample}, stress=False
+    ).wer
+    peak = matmul_peak_gflops(args.threads)
+    flops_32 = model_flops(tok, words, ours)
+
+    def find(engine: str, precision: str, decoding: str, batch: int) -> Row:
+        return next(
+            r for r in rows if (r.engine, r.precision, r.decoding, r.batch) == (engine, precision, decoding, batch)
+        )
+
+    ratios = {
+        "ort_vs_torch_greedy_b32": find("onnxruntime", "fp32", "greedy", 32).tokens_per_s
+        / find("pytorch", "fp32", "greedy", 32).tokens_per_s,
+        "ort_vs_torch_greedy_b1": find("onnxruntime", "fp32", "greedy", 1).tokens_per_s
+        / find("pytorch", "fp32", "greedy", 1).tokens_per_s,
+        "ort_vs_best_ct2_fp32_greedy_b32": find("onnxruntime", "fp32", "greedy", 32).tokens_per_s
+        / max(find(e, "fp32", "greedy", 32).tokens_per_s for e in ("ctranslate2", "ctranslate2-intra")),
+        "ort_vs_best_ct2_int8_greedy_b32": find("onnxruntime", "int8", "greedy", 32).tokens_per_s
+        / max(find(e, "int8", "greedy", 32).tokens_per_s for e in ("ctranslate2", "ctranslate2-intra")),
+    }
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible",
+        "threads": args.threads,
+        "words_batch32": len(words),
+        "words_batch1": len(sample),
+        "rows": [r.__dict__ | {"words_per_s": r.words_per_s, "tokens_per_s": r.tokens_per_s} for r in rows],
+        "agreement_with_onnxruntime_fp32_greedy": agreement,
+        "wer_no_stress": wer,
+        "g2p_en": {
+            "words": len(sample),
+            "words_per_s": len(sample) / peer_secs,
+            "wer": peer_wer,
+            "ours_wer_same_words": ours_on_sample,
+        },
+        "matmul_peak_gflops": peak,
+        "model_gflop_greedy_all_words": flops_32 / 1e9,
+        "achieved_gflops_greedy_b32": {
+            f"{r.engine}/{r.precision}": flops_32 / r.seconds / 1e9
+            for r in rows
+            if r.decoding == "greedy" and r.batch == 32
+        },
+        "ratios": ratios,
+        "seconds": time.perf_counter() - t_all,
+    }
+    failures = [k for k, v in agreement.items() if "greedy" in k and v < 0.99]
+    write(result, rows, args.out, quick=args.quick)
+    if failures:
+        print(f"engines disagree with onnxruntime fp32 greedy on > 1% of words: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write(result: dict, rows: list[Row], out: Path, quick: bool) -> None:
+    lines = [
+        f"# Engines side by side ({result['machine']}; {result['threads']} threads each)",
+        "",
+        f"Batch 32: all {result['words_batch32']} test words; batch 1: a sample of {result['words_batch1']}. "
+        "Tokens = output phonemes + end token.",
+        "",
+        "| engine | precision | decoding | batch | words/s | tokens/s | agreement | WER % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        key = f"{r.engine}/{r.precision}/{r.decoding}"
+        agree = result["agreement_with_onnxruntime_fp32_greedy"].get(key) if r.batch == 32 else None
+        wer = result["wer_no_stress"].get(key) if r.batch == 32 else None
+        lines.append(
+            f"| {r.engine} | {r.precision} | {r.decoding} | {r.batch} | {r.words_per_s:.0f} | {r.tokens_per_s:.0f} | "
+            f"{'' if agree is None else f'{agree:.4f}'} | {'' if wer is None else f'{wer:.2f}'} |"
+        )
+    g = result["g2p_en"]
+    lines += [
+        "",
+        f"- g2p_en 2.1.0 (neural predictor, one word at a time, {g['words']} words): {g['words_per_s']:.0f} words/s, "
+        f"WER {g['wer']:.2f} % (ours on the same words: {g['ours_wer_same_words']:.2f} %); g2p_en was trained on "
+        "nearly all of CMUdict, so these words are not held out for it.",
+        f"- matmul peak (fp32, 1024^3, torch): {result['matmul_peak_gflops']:.0f} GFLOP/s; the model needs "
+        f"{result['model_gflop_greedy_all_words']:.1f} GFLOP for the greedy batch-32 run; achieved: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in result["achieved_gflops_greedy_b32"].items())
+        + " GFLOP/s",
+        "- ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()),
+        f"- run time {result['seconds']:.0f} s",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if quick:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, batch in zip(axes, (32, 1), strict=True):
+        sel = [r for r in rows if r.batch == batch]
+        labels = [f"{r.engine}\n{r.precision} {r.decoding}" for r in sel]
+        ax.bar(range(len(sel)), [r.tokens_per_s for r in sel], color=[_color(r.engine) for r in sel])
+        ax.set_xticks(range(len(sel)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"batch {batch}: tokens/s ({result['threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def _color(engine: str) -> str:
+    return {"pytorch": "tab:orange", "onnxruntime": "tab:blue", "ctranslate2": "tab:green"}.get(engine, "tab:olive")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
