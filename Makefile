@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,export,serve,dev]"
+	$(PY) -m pip install --quiet -e ".[train,export,serve,bench,dev]"
 	touch $(STAMP)
 
 # the serving environment: onnxruntime + grpc, never torch
@@ -42,7 +42,7 @@ evaluate: $(STAMP)  ## evaluate the shipped checkpoint on the 12k test words (gr
 protos: $(STAMP)  ## regenerate service/api/ from protos/
 	$(PY) -m service.protogen
 
-test: lint typecheck compose-check unit  ## everything CI runs: lint, type check, compose/Dockerfile checks, tests
+test: lint typecheck compose-check unit bench-quick  ## everything CI runs: lint, types, compose checks, tests, bench smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -52,6 +52,14 @@ compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfil
 	for p in "" export train gpu client; do $(VENV)/bin/docker-compose $${p:+--profile $$p} config -q || exit 1; done
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint docker/*.Dockerfile
+
+bench: $(STAMP)  ## engines side by side (PyTorch, ONNX Runtime, CTranslate2, g2p_en) + the service; bench/results/
+	$(PY) bench/engines.py
+	$(PY) bench/service_bench.py
+	$(PY) bench/ort_profile.py
+
+bench-quick: $(STAMP)  ## benchmark smoke (CI): every engine runs on a few words and agrees; no speed claims
+	$(PY) bench/engines.py --quick
 
 compose-smoke:  ## the real run: up --build --wait, client, re-export, down (docker/compose-smoke.sh)
 	docker/compose-smoke.sh

@@ -107,42 +107,48 @@ def greedy_search(
     on_token: OnToken | None = None,
     alive: Alive | None = None,
 ) -> list[Hypothesis]:
-    """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch."""
+    """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch.
+
+    Vectorised over the batch: per step, one argmax and one log-sum-exp for all rows (no per-row Python unless
+    ``on_token`` or ``alive`` is given).
+    """
     n = src_ids.shape[0]
     limits = options.limits(src_mask)
     state = backend.encode(src_ids, src_mask)
     active = np.arange(n)  # source index of each state row
     tokens = np.full(n, BOS_ID, dtype=np.int64)
-    out: list[list[int]] = [[] for _ in range(n)]
+    out = np.zeros((n, int(limits.max()) if n else 0), dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
     logprob = np.zeros(n, dtype=np.float64)
     finished = np.zeros(n, dtype=bool)
     t = 0
     while active.size:
         logits, state = backend.step(tokens, state)
-        logp = log_softmax(logits)
-        best = logp.argmax(axis=-1)
+        x = logits.astype(np.float32, copy=False)
+        best = x.argmax(axis=-1)
+        z = x - x.max(axis=-1, keepdims=True)  # the same arithmetic as log_softmax, for the chosen tokens only
+        chosen = z[np.arange(len(active)), best] - np.log(np.exp(z).sum(axis=-1))
         t += 1
-        keep = []
-        for row, src in enumerate(active):
-            if alive is not None and not alive(int(src)):
-                continue
-            tok = int(best[row])
-            logprob[src] += float(logp[row, tok])
-            if tok == EOS_ID:
-                finished[src] = True
-                continue
-            out[src].append(tok)
-            if on_token is not None:
-                on_token(int(src), tok)
-            if t < limits[src]:
-                keep.append(row)
-        if len(keep) < active.size:
-            rows = np.asarray(keep, dtype=np.int64)
+        ok = np.ones(len(active), dtype=bool) if alive is None else np.array([alive(int(s)) for s in active], bool)
+        logprob[active[ok]] += chosen[ok]
+        eos = best == EOS_ID
+        finished[active[ok & eos]] = True
+        emit = ok & ~eos
+        out[active[emit], t - 1] = best[emit]
+        lengths[active[emit]] = t
+        if on_token is not None:
+            for src, tok in zip(active[emit].tolist(), best[emit].tolist(), strict=True):
+                on_token(src, tok)
+        rows = np.flatnonzero(emit & (t < limits[active]))
+        if len(rows) < len(active):
             active, best = active[rows], best[rows]
             if active.size:
                 state = backend.reorder(state, rows)
         tokens = best.astype(np.int64)
-    return [Hypothesis(tuple(out[i]), float(logprob[i]), float(logprob[i]), bool(finished[i])) for i in range(n)]
+    return [
+        Hypothesis(tuple(out[i, : lengths[i]].tolist()), float(logprob[i]), float(logprob[i]), bool(finished[i]))
+        for i in range(n)
+    ]
 
 
 @dataclass
