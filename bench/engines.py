@@ -297,10 +297,11 @@ def main() -> int:
         "ratios": ratios,
         "seconds": time.perf_counter() - t_all,
     }
-    failures = [k for k, v in agreement.items() if "greedy" in k and v < 0.99]
+    # the comparison is void unless the fp32 engines decode the same words as ours (int8 schemes differ: reported only)
+    failures = [k for k, v in agreement.items() if "/fp32/greedy" in k and v < 0.99]
     write(result, rows, args.out, quick=args.quick)
     if failures:
-        print(f"engines disagree with onnxruntime fp32 greedy on > 1% of words: {failures}", file=sys.stderr)
+        print(f"fp32 engines disagree with onnxruntime fp32 greedy on > 1% of words: {failures}", file=sys.stderr)
         return 1
     return 0
 

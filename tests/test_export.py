@@ -68,7 +68,11 @@ def test_bundle_layout_and_manifest(bundle):
                                                              "src_mask"]  # fmt: skip
     assert manifest.versions["torch"].startswith("2.13")
     assert manifest.parity.deterministic_reexport is True
-    assert manifest.variants["int8"].details["choice"] in {"qint8", "qint8_reduce_range", "quint8"}
+    int8 = manifest.variants["int8"].details
+    assert int8["choice"] in {"qint8", "qint8_reduce_range", "quint8"}
+    assert set(int8["words_per_s_1_thread"]) == set(int8["logit_error"]) == {"qint8", "qint8_reduce_range", "quint8"}
+    assert int8["choice"] in int8["gate_wer_by_format"]  # the fastest format that passed the gate
+    assert not any(p.name.startswith("int8-") for p in path.iterdir())  # the other candidates are gone
     raw = json.loads((path / "manifest.json").read_text())
     assert raw["model_config"]["d_model"] == 32
 
