@@ -41,8 +41,8 @@ class FakeModel:
 GREEDY = DecodeOptions()
 
 
-def make(max_batch=8, delay=0.05, queue=4):
-    return Engine(max_batch, delay, queue, Metrics())
+def make(max_batch=8, delay=0.05, queue=4, workers=1):
+    return Engine(max_batch, delay, queue, Metrics(), workers)
 
 
 def test_concurrent_jobs_share_a_batch_and_keep_their_order():
@@ -124,4 +124,19 @@ def test_drain_finishes_queued_work_and_refuses_new():
     assert all(f.done() and not f.exception() for f in futures)
     with pytest.raises(EngineStopped):
         eng.submit(Job(model, ["c"], GREEDY))
+    eng.stop()
+
+
+def test_workers_decode_batches_at_once():
+    eng, model = make(workers=2), FakeModel()
+    model.gate.clear()
+    f1 = eng.submit(Job(model, ["a"], GREEDY))
+    f2 = eng.submit(Job(model, ["b"], DecodeOptions(beam_size=2)))  # another batch: the second worker takes it
+    deadline = time.monotonic() + 5
+    while len(model.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(map(tuple, model.batches)) == [("a",), ("b",)]  # both started while the first is still blocked
+    model.gate.set()
+    assert f1.result(5)[0][0].phonemes == ("A",) and f2.result(5)[0][0].phonemes == ("B",)
+    assert eng.drain(5)
     eng.stop()

@@ -137,6 +137,16 @@ def test_io_binding_keeps_the_cache_in_ort_values_with_identical_results(bundle,
     assert type(state.past_k).__name__ == "OrtValue" and type(state.cross_k).__name__ == "OrtValue"
 
 
+def test_parallel_transcriber_equals_one_backend(bundle, tokenizers):
+    from g2p.pipeline import ParallelTranscriber
+
+    opts = DecodeOptions(beam_size=3, nbest=2, max_len=12)
+    one = transcribe(OrtBackend(bundle[0]), tokenizers, WORDS * 3, opts, batch_size=4)
+    par = ParallelTranscriber([OrtBackend(bundle[0], config=1, io_binding=True) for _ in range(2)])
+    assert par.transcribe(tokenizers, WORDS * 3, opts, batch_size=4) == one  # 9 batches over 2 sessions
+    assert par.transcribe(tokenizers, WORDS[:2], opts, batch_size=4) == one[:2]  # one batch: decoded in place
+
+
 def test_a_fixed_axis_fails_the_structural_check(tokenizers, tmp_path):
     model = make_model(tokenizers)
     src = torch.randint(4, tokenizers.src_vocab_size, (EXAMPLE["batch"], EXAMPLE["src_len"]))
