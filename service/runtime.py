@@ -53,9 +53,13 @@ def resolve_providers(settings: Settings) -> list[Provider]:
     return [cuda, CPU] if has_cuda else [CPU]
 
 
-def session_config(settings: Settings) -> SessionConfig:
+def on_gpu(providers: list[Provider]) -> bool:
+    return provider_name(providers[0]) == CUDA
+
+
+def session_config(settings: Settings, gpu: bool = False) -> SessionConfig:
     return SessionConfig(
-        intra_op_threads=settings.threads,
+        intra_op_threads=settings.threads(gpu),
         inter_op_threads=settings.inter_op_threads,
         graph_optimization=settings.graph_optimization,
         memory_arena=settings.memory_arena,
@@ -122,9 +126,10 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         raise BundleError(f"{path}: no variant {settings.variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
     providers = providers if providers is not None else resolve_providers(settings)
     tokenizers = G2PTokenizers.load(path)
+    gpu = on_gpu(providers)
     backends = [
-        OrtBackend(path, settings.variant, providers, session_config(settings), manifest, settings.io_binding)
-        for _ in range(settings.decode_workers)
+        OrtBackend(path, settings.variant, providers, session_config(settings, gpu), manifest, settings.io_binding)
+        for _ in range(settings.decode_workers(gpu))
     ]
     backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})

@@ -24,7 +24,7 @@ from service.api.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.engine import Engine
 from service.metrics import Metrics, MetricsInterceptor
 from service.repository import ModelRepository
-from service.runtime import resolve_providers
+from service.runtime import on_gpu, resolve_providers
 from service.servicers import G2PServicer, InferenceServicer
 from service.settings import Settings
 
@@ -91,6 +91,7 @@ class G2PServer:
         providers = resolve_providers(s)  # ProviderError when cuda is asked for and cannot run
         self.repo = ModelRepository(s, providers, on_change=self._models_changed)
         model = self.repo.load_initial()
+        gpu = on_gpu(providers)
         log.info(
             "model ready",
             extra={
@@ -98,13 +99,13 @@ class G2PServer:
                 "version": model.version,
                 "providers": model.providers_used,
                 "variant": model.variant,
-                "workers": s.decode_workers,
-                "threads_per_worker": s.threads,
+                "workers": s.decode_workers(gpu),
+                "threads_per_worker": s.threads(gpu),
                 "load_seconds": round(model.load_seconds, 3),
             },
         )
         self.engine = Engine(
-            s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics, s.decode_workers
+            s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics, s.decode_workers(gpu)
         )
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="rpc"),

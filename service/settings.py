@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["cpu", "cuda", "auto"]
+MAX_AUTO_WORKERS = 8  # each worker holds its own sessions (memory): more rarely pays on one host
 
 
 class SettingsError(ValueError):
@@ -69,7 +70,13 @@ class Settings(BaseSettings):
     providers: ProviderChoice = "cpu"
     cuda_device_id: int = Field(0, ge=0)
     cuda_use_tf32: bool = False  # TF32 matmuls change fp32 results at the 1e-3 level; off keeps parity
-    workers: int = Field(0, ge=0, le=64, description="decoding workers, each with its own sessions; 0 = the CPU quota")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="decoding workers, each with its own sessions; 0 = auto (CPU: the CPU quota, at most "
+        "8; CUDA: 1, the GPU parallelises inside a run)",
+    )
     intra_op_threads: int = Field(0, ge=0, description="per worker; 0 = the CPU quota divided among the workers")
     inter_op_threads: int = Field(1, ge=1)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
@@ -116,14 +123,12 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def decode_workers(self) -> int:
-        return self.workers or cpu_quota()
+    def decode_workers(self, on_gpu: bool = False) -> int:
+        return self.workers or (1 if on_gpu else min(cpu_quota(), MAX_AUTO_WORKERS))
 
-    @property
-    def threads(self) -> int:
+    def threads(self, on_gpu: bool = False) -> int:
         """Intra-op threads of each worker's sessions."""
-        return self.intra_op_threads or max(1, cpu_quota() // self.decode_workers)
+        return self.intra_op_threads or max(1, cpu_quota() // self.decode_workers(on_gpu))
 
 
 def load_settings(**overrides: object) -> Settings:
