@@ -22,21 +22,22 @@ class SettingsError(ValueError):
     """Settings that cannot work; the message names the field(s)."""
 
 
-def cpu_quota() -> int:
-    """CPUs this process may really use: the cgroup CPU quota (containers), else its affinity mask."""
+def cpu_quota(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may really use: the cgroup CPU quota (containers: v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us / cpu.cfs_period_us``), else its affinity mask; at least 1."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count() or 1
     quota = None
     try:  # cgroup v2
-        fields = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        fields = (cgroup / "cpu.max").read_text().split()
         if fields and fields[0] != "max":
             quota = float(fields[0]) / float(fields[1])
     except (OSError, ValueError, IndexError):
         try:  # cgroup v1
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            p = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
             if q > 0 and p > 0:
                 quota = q / p
         except (OSError, ValueError):
