@@ -50,36 +50,34 @@ def build_spec(checkpoint: Path):
         dst.weight = np.concatenate([_np(sd[f"{prefix}.{n}.weight"]) for n in names])
         dst.bias = np.concatenate([_np(sd[f"{prefix}.{n}.bias"]) for n in names])
 
-    enc, dec = spec.encoder, spec.decoder
-    enc.embeddings[0].weight = _np(sd["src_embed.tokens.weight"])
-    enc.scale_embeddings = True
-    enc.position_encodings.encodings = _np(sinusoidal_table(cfg.max_source_len, cfg.d_model))
-    norm(enc.layer_norm, "encoder_norm")
-    for i, layer in enumerate(enc.layer):
-        p = f"encoder_layers.{i}"
-        norm(layer.self_attention.layer_norm, f"{p}.res_attn.norm")
+    def self_attention_and_ffn(layer, p: str, norm_name: str) -> None:
+        norm(layer.self_attention.layer_norm, f"{p}.{norm_name}.norm")
         fused(layer.self_attention.linear[0], f"{p}.self_attn", ("q_proj", "k_proj", "v_proj"))
         linear(layer.self_attention.linear[1], f"{p}.self_attn.out_proj")
         norm(layer.ffn.layer_norm, f"{p}.res_ff.norm")
         linear(layer.ffn.linear_0, f"{p}.ff.fc1")
         linear(layer.ffn.linear_1, f"{p}.ff.fc2")
-    dec.embeddings.weight = _np(sd["tgt_embed.tokens.weight"])
-    dec.scale_embeddings = True
-    dec.position_encodings.encodings = _np(sinusoidal_table(cfg.max_target_len, cfg.d_model))
-    norm(dec.layer_norm, "decoder_norm")
+
+    def stack(side, embed: str, max_len: int, final_norm: str) -> None:
+        emb = side.embeddings[0] if isinstance(side.embeddings, list) else side.embeddings
+        emb.weight = _np(sd[f"{embed}.tokens.weight"])
+        side.scale_embeddings = True
+        side.position_encodings.encodings = _np(sinusoidal_table(max_len, cfg.d_model))
+        norm(side.layer_norm, final_norm)
+
+    enc, dec = spec.encoder, spec.decoder
+    stack(enc, "src_embed", cfg.max_source_len, "encoder_norm")
+    for i, layer in enumerate(enc.layer):
+        self_attention_and_ffn(layer, f"encoder_layers.{i}", "res_attn")
+    stack(dec, "tgt_embed", cfg.max_target_len, "decoder_norm")
     dec.projection.weight = _np(sd["generator.weight"])
     for i, layer in enumerate(dec.layer):
         p = f"decoder_layers.{i}"
-        norm(layer.self_attention.layer_norm, f"{p}.res_self.norm")
-        fused(layer.self_attention.linear[0], f"{p}.self_attn", ("q_proj", "k_proj", "v_proj"))
-        linear(layer.self_attention.linear[1], f"{p}.self_attn.out_proj")
+        self_attention_and_ffn(layer, p, "res_self")
         norm(layer.attention.layer_norm, f"{p}.res_cross.norm")
         linear(layer.attention.linear[0], f"{p}.cross_attn.q_proj")
         fused(layer.attention.linear[1], f"{p}.cross_attn", ("k_proj", "v_proj"))
         linear(layer.attention.linear[2], f"{p}.cross_attn.out_proj")
-        norm(layer.ffn.layer_norm, f"{p}.res_ff.norm")
-        linear(layer.ffn.linear_0, f"{p}.ff.fc1")
-        linear(layer.ffn.linear_1, f"{p}.ff.fc2")
 
     tok = G2PTokenizers.load(Path(checkpoint).parent)
     for vocab, register in ((tok.src.get_vocab(), spec.register_source_vocabulary),
