@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from g2p.decoding import DecodeOptions  # noqa: E402
 from g2p.lexicon import read_test_split  # noqa: E402
 from g2p.metrics import error_rates  # noqa: E402
-from g2p.ort_backend import OrtBackend, SessionConfig  # noqa: E402
+from g2p.ort_backend import SessionConfig, ort_replicas  # noqa: E402
 from g2p.pipeline import ParallelTranscriber, transcribe  # noqa: E402
 from g2p.tokenization import G2PTokenizers  # noqa: E402
 
@@ -81,7 +81,7 @@ def ort_engine(tok: G2PTokenizers, threads: int, variant: str) -> Decoder:
     """``threads`` sessions of one intra-op thread each, decoding different batches at once (ParallelTranscriber);
     spinning off, IO binding: the server's settings."""
     config = SessionConfig(intra_op_threads=1, allow_spinning=False)
-    engine = ParallelTranscriber([OrtBackend(BUNDLE, variant, config=config, io_binding=True) for _ in range(threads)])
+    engine = ParallelTranscriber(ort_replicas(BUNDLE, threads, variant, config=config))
 
     def run(words: list[str], beam: int, batch: int) -> list[str]:
         out = engine.transcribe(tok, words, DecodeOptions(beam_size=beam, max_len=48), batch_size=batch)

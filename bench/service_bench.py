@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from g2p.bundle import resolve_bundle  # noqa: E402
 from g2p.decoding import DecodeOptions  # noqa: E402
 from g2p.lexicon import read_test_split  # noqa: E402
-from g2p.ort_backend import OrtBackend, SessionConfig  # noqa: E402
+from g2p.ort_backend import SessionConfig, ort_replicas  # noqa: E402
 from g2p.pipeline import ParallelTranscriber  # noqa: E402
 from g2p.tokenization import G2PTokenizers  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
@@ -54,7 +54,7 @@ def in_process(bundle: Path, words: list[str], threads: int) -> dict:
     """The server's decoding engine without the wire: ``threads`` single-threaded sessions (ParallelTranscriber)."""
     tok = G2PTokenizers.load(bundle)
     config = SessionConfig(intra_op_threads=1, allow_spinning=False)
-    engine = ParallelTranscriber([OrtBackend(bundle, config=config, io_binding=True) for _ in range(threads)])
+    engine = ParallelTranscriber(ort_replicas(bundle, threads, config=config))
     opts = DecodeOptions(beam_size=1, max_len=48)
     engine.transcribe(tok, words[:64], opts)  # warm-up
     lat = []

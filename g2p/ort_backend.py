@@ -209,3 +209,17 @@ class OrtBackend:
             per_row(state.past_k),
             per_row(state.past_v),
         )
+
+
+def ort_replicas(
+    bundle_dir: str | Path,
+    n: int,
+    variant: str = "fp32",
+    providers: list[Provider] | None = None,
+    config: SessionConfig | int = 0,
+    manifest: Manifest | None = None,
+    io_binding: bool = True,
+) -> list[OrtBackend]:
+    """``n`` independent backends on one bundle (for ``g2p.pipeline.ParallelTranscriber``), verified once."""
+    manifest = manifest if manifest is not None else verify_bundle(bundle_dir)
+    return [OrtBackend(bundle_dir, variant, providers, config, manifest, io_binding) for _ in range(n)]

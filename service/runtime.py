@@ -5,7 +5,6 @@ No torch here: the bundle (graphs + tokenizers + manifest) is the whole contract
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +15,10 @@ import numpy as np
 
 from g2p.bundle import ENCODER, BundleError, Manifest, verify_bundle
 from g2p.decoding import DecodeOptions
-from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, provider_name
+from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, ort_replicas, provider_name
 from g2p.pipeline import ParallelTranscriber, Pronunciation
 from g2p.tokenization import G2PTokenizers
 from service.settings import Settings
-
-log = logging.getLogger("g2p.runtime")
 
 # words every healthy G2P model must decode to a finished, non-empty pronunciation (the load-time test decode)
 SMOKE_WORDS = ("hello", "world", "speech", "phoneme", "o'neil", "x-ray")
@@ -127,10 +124,8 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
     providers = providers if providers is not None else resolve_providers(settings)
     tokenizers = G2PTokenizers.load(path)
     gpu = on_gpu(providers)
-    backends = [
-        OrtBackend(path, settings.variant, providers, session_config(settings, gpu), manifest, settings.io_binding)
-        for _ in range(settings.decode_workers(gpu))
-    ]
+    backends = ort_replicas(path, settings.decode_workers(gpu), settings.variant, providers,
+                            session_config(settings, gpu), manifest, settings.io_binding)  # fmt: skip
     backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
     mv = ModelVersion(

@@ -11,6 +11,7 @@ import queue
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NoReturn
 
@@ -87,15 +88,20 @@ def time_remaining(context: grpc.ServicerContext) -> float | None:
     return None if remaining is None or remaining > MAX_WAIT_S else max(remaining, 0.0)
 
 
-def run_job(engine: Engine, job: Job, context: grpc.ServicerContext) -> list[list[Pronunciation]]:
-    """Queue the job and wait for it within the RPC's deadline; a cancelled RPC drops its work."""
+def submit(engine: Engine, job: Job, context: grpc.ServicerContext) -> Future[list[list[Pronunciation]]]:
+    """Queue the job with the RPC's deadline; a cancelled or finished RPC marks it dead (its rows leave the batch)."""
     remaining = time_remaining(context)
     if remaining is not None:
         job.deadline = time.monotonic() + remaining
     context.add_callback(job.cancelled.set)  # runs when the RPC ends: cancelled, expired, or done
-    future = engine.submit(job)
+    return engine.submit(job)
+
+
+def run_job(engine: Engine, job: Job, context: grpc.ServicerContext) -> list[list[Pronunciation]]:
+    """Queue the job and wait for it within the RPC's deadline."""
+    future = submit(engine, job, context)
     try:
-        return future.result(timeout=remaining)
+        return future.result(timeout=time_remaining(context))
     except FutureTimeout:
         job.cancelled.set()
         raise DeadlineExceeded("deadline exceeded") from None
@@ -156,12 +162,8 @@ class G2PServicer(pb_grpc.G2PServicer):
         events: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         positions = [0] * len(words)
         job = Job(model, words, options, on_token=lambda i, t: events.put((i, t)))
-        remaining = time_remaining(context)
-        if remaining is not None:
-            job.deadline = time.monotonic() + remaining
-        context.add_callback(job.cancelled.set)
         try:
-            future = self.engine.submit(job)
+            future = submit(self.engine, job, context)
         except SERVICE_ERRORS as exc:
             fail(context, exc)
         tgt = model.tokenizers.tgt
