@@ -1,11 +1,16 @@
-"""Engines side by side on the shipped model, in one run: PyTorch eager, ONNX Runtime (fp32, int8), CTranslate2
-(fp32, int8, converted from the same checkpoint), the peer g2p_en, and the machine's matmul peak.
+"""Engines side by side on the shipped model, in one run: PyTorch eager, ONNX Runtime (the torch.onnx fp32
+graphs; the fused fp32 variant, the service's default on the CPU; int8 quantised from it), CTranslate2 (fp32, int8,
+converted from the same checkpoint), the peer g2p_en, and the machine's matmul peak.
 
     python bench/engines.py [--threads 2] [--batch1-words 300] [--out bench/results/engines]   (make bench)
     python bench/engines.py --quick     # smoke (make bench-quick, CI): a few words; every engine runs and agrees
 
 Every engine decodes the same held-out test words with the same number of threads. Greedy and beam 5, batch 1
 (a sample) and batch 32 (all 11,994 words). Results: Markdown + JSON + a PNG plot. Ratios are taken within the run.
+
+The ONNX Runtime vs CTranslate2 targets are also measured head to head: both engines stay loaded in their own
+processes and take turns on the same greedy batch-32 run, several rounds; the ratio is the median of the rounds'
+ratios, so a slow minute on this shared machine hits both sides of a round.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +183,7 @@ def timed(fn: Callable[[], list[str]]) -> tuple[list[str], float]:
 ENGINES = {
     ("pytorch", "fp32"): lambda tok, threads, tmp: torch_engine(tok, threads),
     ("onnxruntime", "fp32"): lambda tok, threads, tmp: ort_engine(tok, threads, "fp32"),
+    ("onnxruntime-fused", "fp32"): lambda tok, threads, tmp: ort_engine(tok, threads, "fused"),
     ("onnxruntime", "int8"): lambda tok, threads, tmp: ort_engine(tok, threads, "int8"),
     ("ctranslate2", "fp32"): lambda tok, threads, tmp: ct2_engine(tok, threads, None, tmp, inter=True),
     ("ctranslate2", "int8"): lambda tok, threads, tmp: ct2_engine(tok, threads, "int8", tmp, inter=True),
@@ -205,13 +212,85 @@ def measure_one(engine: str, precision: str, threads: int, words: list[str], sam
     return {"rows": [r.__dict__ for r in rows], "outputs": outputs}
 
 
+DUELS = (
+    (("onnxruntime-fused", "fp32"), ("ctranslate2", "fp32")),
+    (("onnxruntime", "int8"), ("ctranslate2", "int8")),
+)
+
+
+def serve_one(engine: str, precision: str, threads: int, words: list[str]) -> None:
+    """``--serve``: load one engine, then time one greedy batch-32 run of ``words`` per ``run`` line on stdin."""
+    tok = G2PTokenizers.load(BUNDLE)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = ENGINES[(engine, precision)](tok, threads, Path(tmp))
+        run(words[:64], 1, 32)  # warm-up
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            out, secs = timed(lambda: run(words, 1, 32))
+            print(json.dumps({"seconds": secs, "tokens": sum(len(o.split()) + 1 for o in out)}), flush=True)
+
+
+def _reply(proc: subprocess.Popen) -> dict:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"engine process exited with {proc.wait()}")
+
+
+def head_to_head(threads: int, rounds: int, quick: bool) -> dict:
+    """Each pair of ``DUELS`` loaded side by side in two processes, taking turns on the same greedy batch-32 run
+    (A then B in even rounds, B then A in odd ones); tokens/s per round and the median of the per-round ratios."""
+    out = {}
+    for a, b in DUELS:
+        flags = ["--threads", str(threads)] + (["--quick"] if quick else [])
+        procs = {
+            k: subprocess.Popen(
+                [sys.executable, __file__, "--serve", *k, *flags],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k in (a, b)
+        }
+        try:
+            for p in procs.values():
+                _reply(p)
+            speed: dict[tuple[str, str], list[float]] = {a: [], b: []}
+            for r in range(rounds):
+                for k in (a, b) if r % 2 == 0 else (b, a):
+                    proc = procs[k]
+                    assert proc.stdin is not None
+                    proc.stdin.write("run\n")
+                    proc.stdin.flush()
+                    res = _reply(proc)
+                    speed[k].append(res["tokens"] / res["seconds"])
+        finally:
+            for p in procs.values():
+                if p.stdin is not None:
+                    p.stdin.close()
+                p.wait(timeout=60)
+        ratios = [x / y for x, y in zip(speed[a], speed[b], strict=True)]
+        out[f"{'/'.join(a)} vs {'/'.join(b)}"] = {
+            "tokens_per_s": {"/".join(a): speed[a], "/".join(b): speed[b]},
+            "round_ratios": ratios,
+            "median_ratio": statistics.median(ratios),
+        }
+        print(f"head to head {'/'.join(a)} vs {'/'.join(b)}: ratios {[round(x, 3) for x in ratios]}", file=sys.stderr)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch1-words", type=int, default=300, help="sample decoded one word at a time")
     ap.add_argument("--quick", action="store_true", help="smoke run: few words, checks agreement, no timing claims")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines")
+    ap.add_argument("--rounds", type=int, default=5, help="head-to-head rounds (ORT vs CTranslate2)")
     ap.add_argument("--one", nargs=2, metavar=("ENGINE", "PRECISION"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", nargs=2, metavar=("ENGINE", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     t_all = time.perf_counter()
     refs = read_test_split(TEST)
@@ -222,6 +301,9 @@ def main() -> int:
     sample = words[:: max(len(words) // args.batch1_words, 1)][: args.batch1_words]
     if args.one:
         print(json.dumps(measure_one(*args.one, args.threads, words, sample)))
+        return 0
+    if args.serve:
+        serve_one(*args.serve, args.threads, words)
         return 0
     rows: list[Row] = []
     outputs: dict[tuple[str, str, str], list[str]] = {}
@@ -239,7 +321,7 @@ def main() -> int:
     tok = G2PTokenizers.load(BUNDLE)
     peer = g2p_en_engine()
     peer_out, peer_secs = timed(lambda: peer(sample))
-    ours = outputs[("onnxruntime", "fp32", "greedy")]
+    ours = outputs[("onnxruntime", "fp32", "greedy")]  # the torch.onnx graphs: the bundle's reference
     agreement = {
         f"{e}/{p}/{d}": sum(a == b for a, b in zip(o, ours, strict=True)) / len(ours)
         for (e, p, d), o in outputs.items()
@@ -263,15 +345,22 @@ def main() -> int:
             r for r in rows if (r.engine, r.precision, r.decoding, r.batch) == (engine, precision, decoding, batch)
         )
 
+    def tps(engine: str, precision: str, batch: int, decoding: str = "greedy") -> float:
+        return find(engine, precision, decoding, batch).tokens_per_s
+
+    def best_ct2(precision: str) -> float:
+        return max(tps(e, precision, 32) for e in ("ctranslate2", "ctranslate2-intra"))
+
+    duels = head_to_head(args.threads, 1 if args.quick else args.rounds, args.quick)
+    medians = [d["median_ratio"] for d in duels.values()]
     ratios = {
-        "ort_vs_torch_greedy_b32": find("onnxruntime", "fp32", "greedy", 32).tokens_per_s
-        / find("pytorch", "fp32", "greedy", 32).tokens_per_s,
-        "ort_vs_torch_greedy_b1": find("onnxruntime", "fp32", "greedy", 1).tokens_per_s
-        / find("pytorch", "fp32", "greedy", 1).tokens_per_s,
-        "ort_vs_best_ct2_fp32_greedy_b32": find("onnxruntime", "fp32", "greedy", 32).tokens_per_s
-        / max(find(e, "fp32", "greedy", 32).tokens_per_s for e in ("ctranslate2", "ctranslate2-intra")),
-        "ort_vs_best_ct2_int8_greedy_b32": find("onnxruntime", "int8", "greedy", 32).tokens_per_s
-        / max(find(e, "int8", "greedy", 32).tokens_per_s for e in ("ctranslate2", "ctranslate2-intra")),
+        "ort_vs_torch_greedy_b32": tps("onnxruntime-fused", "fp32", 32) / tps("pytorch", "fp32", 32),
+        "ort_vs_torch_greedy_b1": tps("onnxruntime-fused", "fp32", 1) / tps("pytorch", "fp32", 1),
+        "ort_vs_best_ct2_fp32_greedy_b32": tps("onnxruntime-fused", "fp32", 32) / best_ct2("fp32"),
+        "ort_vs_best_ct2_int8_greedy_b32": tps("onnxruntime", "int8", 32) / best_ct2("int8"),
+        "ort_vs_ct2_fp32_greedy_b32_head_to_head": medians[0],
+        "ort_vs_ct2_int8_greedy_b32_head_to_head": medians[1],
+        "torch_onnx_graphs_vs_torch_greedy_b32": tps("onnxruntime", "fp32", 32) / tps("pytorch", "fp32", 32),
     }
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible",
@@ -295,6 +384,7 @@ def main() -> int:
             if r.decoding == "greedy" and r.batch == 32
         },
         "ratios": ratios,
+        "head_to_head": duels,
         "seconds": time.perf_counter() - t_all,
     }
     # the comparison is void unless the fp32 engines decode the same words as ours (int8 schemes differ: reported only)
@@ -335,6 +425,12 @@ def write(result: dict, rows: list[Row], out: Path, quick: bool) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in result["achieved_gflops_greedy_b32"].items())
         + " GFLOP/s",
         "- ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()),
+        *(
+            f"- head to head, {k} (greedy batch 32, {len(d['round_ratios'])} alternating rounds): tokens/s "
+            + "; ".join(f"{e} {', '.join(f'{x:.0f}' for x in v)}" for e, v in d["tokens_per_s"].items())
+            + f"; median ratio {d['median_ratio']:.2f}x"
+            for k, d in result["head_to_head"].items()
+        ),
         f"- run time {result['seconds']:.0f} s",
     ]
     text = "\n".join(lines) + "\n"
@@ -361,7 +457,13 @@ def write(result: dict, rows: list[Row], out: Path, quick: bool) -> None:
 
 
 def _color(engine: str) -> str:
-    return {"pytorch": "tab:orange", "onnxruntime": "tab:blue", "ctranslate2": "tab:green"}.get(engine, "tab:olive")
+    colors = {
+        "pytorch": "tab:orange",
+        "onnxruntime": "tab:blue",
+        "onnxruntime-fused": "tab:cyan",
+        "ctranslate2": "tab:green",
+    }
+    return colors.get(engine, "tab:olive")
 
 
 if __name__ == "__main__":

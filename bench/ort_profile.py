@@ -1,6 +1,6 @@
 """Where the in-process ONNX Runtime engine spends its time: per graph, per operator type, and outside the runtime.
 
-    python bench/ort_profile.py [--words 2000] [--variant fp32] [--out bench/results/ort_profile]
+    python bench/ort_profile.py [--words 2000] [--variant fused] [--out bench/results/ort_profile]
 
 One session set, one intra-op thread, greedy, batch 32, with onnxruntime's own profiler on. Wall time is split
 into: time inside each graph's runs (from the profiler's per-run events), the operators inside them (by type),
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from g2p.bundle import GRAPH_NAMES, verify_bundle  # noqa: E402
+from g2p.bundle import verify_bundle  # noqa: E402
 from g2p.decoding import DecodeOptions  # noqa: E402
 from g2p.lexicon import read_test_split  # noqa: E402
 from g2p.ort_backend import OrtBackend, SessionConfig  # noqa: E402
@@ -32,7 +32,7 @@ from g2p.tokenization import G2PTokenizers  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=ROOT / "models" / "g2p" / "1")
-    ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--variant", default="fused")
     ap.add_argument("--words", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ort_profile")
     args = ap.parse_args()
@@ -51,7 +51,7 @@ def main() -> int:
     unprofiled = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         profiled = {}
-        for g in GRAPH_NAMES:
+        for g in manifest.variants[args.variant].files:
             so = ort.SessionOptions()
             so.intra_op_num_threads = 1
             so.inter_op_num_threads = 1

@@ -53,7 +53,7 @@ class ExportOptions:
     parity_words: int = 500
     words_file: Path = DEFAULT_TEST_SPLIT
     beams: tuple[int, ...] = (1, 5)
-    variants: tuple[str, ...] = ("optimized", "int8", "fp16")
+    variants: tuple[str, ...] = ("fused", "int8", "fp16")
     int8_max_wer_increase: float = 0.5
     int8_eval_words: int | None = None  # None = the whole test split
     check_determinism: bool = True
@@ -125,6 +125,7 @@ def export_bundle(opts: ExportOptions) -> Path:
             if r.info is not None:
                 variants[r.name] = r.info
             report.decode_checks.extend(r.checks)
+            report.tensor_checks.extend(r.tensor_checks)
 
         # 7. the manifest with every file's sha256, then the atomic rename into place
         report.ok = True
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="g2p", help="bundle name = the served model name (default g2p)")
     ap.add_argument("--root", default=Path("models"), type=Path, help="bundle root directory (default models/)")
     ap.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
-    ap.add_argument("--variants", nargs="*", default=["optimized", "int8", "fp16"],
-                    choices=["optimized", "int8", "fp16"])  # fmt: skip
+    ap.add_argument("--variants", nargs="*", default=["fused", "int8", "fp16"],
+                    choices=["fused", "optimized", "int8", "fp16"])  # fmt: skip
     ap.add_argument("--parity-words", type=int, default=500)
     ap.add_argument("--words-file", type=Path, default=DEFAULT_TEST_SPLIT,
                     help="held-out words for the decode checks (test-split format)")  # fmt: skip

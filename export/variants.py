@@ -1,5 +1,10 @@
 """Bundle variants beside the fp32 graphs, each with its own gate.
 
+- ``fused``: the graphs built layer by layer on onnxruntime's fused kernels (``export.fused``), plus the
+  ``greedy`` graph that decodes a whole batch in one run. Gates: tensor parity vs PyTorch at the fp32 tolerances,
+  and identical decoding vs PyTorch (greedy through the ``greedy`` graph AND step by step, and every beam size).
+  The ``int8`` variant quantises these graphs when they pass.
+
 - ``optimized``: onnxruntime's transformer optimizer (fusions that apply to our graphs) followed by ONNX
   Runtime's own extended graph optimisations, saved offline; the runtime loads it without re-optimising.
   CPU only (the saved graph may hold CPU-specific fused kernels). Gate: identical decoding vs PyTorch.
@@ -26,8 +31,8 @@ import onnx
 import onnxruntime as ort
 
 from export.graphs import check_graph
-from export.parity import decode_check
-from g2p.bundle import DECODER_STEP, GRAPH_NAMES, DecodeCheck, GraphSpec, Manifest, VariantInfo
+from export.parity import decode_check, tensor_checks
+from g2p.bundle import DECODER_STEP, GRAPH_NAMES, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
 from g2p.lexicon import read_test_split
 from g2p.metrics import error_rates
@@ -45,6 +50,7 @@ class VariantResult:
     name: str
     info: VariantInfo | None  # None = refused
     checks: list[DecodeCheck] = field(default_factory=list)
+    tensor_checks: list[TensorCheck] = field(default_factory=list)
 
 
 Log = Callable[[str], None]
@@ -63,14 +69,15 @@ class VariantContext:
     words: list[str]  # held-out words for decode checks
     opts: ExportOptions
     log: Log
+    fused: dict[str, Path] | None = None  # the fused variant's graphs once it has passed its gates
 
 
 def build_variants(names: tuple[str, ...], ctx: VariantContext) -> list[VariantResult]:
-    builders = {"optimized": optimized_variant, "int8": int8_variant, "fp16": fp16_variant}
+    builders = {"fused": fused_variant, "optimized": optimized_variant, "int8": int8_variant, "fp16": fp16_variant}
     unknown = [n for n in names if n not in builders]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {sorted(builders)}")
-    return [builders[n](ctx) for n in names]
+    return [builders[n](ctx) for n in sorted(set(names), key=list(builders).index)]  # fused before int8
 
 
 def _with_variant(manifest: Manifest, name: str, info: VariantInfo) -> Manifest:
@@ -82,6 +89,44 @@ def _with_variant(manifest: Manifest, name: str, info: VariantInfo) -> Manifest:
 # ---------------------------------------------------------------------------------------------------------
 # optimized
 # ---------------------------------------------------------------------------------------------------------
+def fused_variant(ctx: VariantContext) -> VariantResult:
+    from export.fused import build_fused_graphs
+    from export.graphs import ExportError
+
+    staging, manifest, opts, log, cfg = ctx.staging, ctx.manifest, ctx.opts, ctx.log, ctx.model.cfg
+    paths = build_fused_graphs(ctx.model, staging, prefix="fused_")
+    tensors = tensor_checks(ctx.model, {g: paths[g] for g in GRAPH_NAMES}, opts.atol, opts.rtol)
+    for c in tensors:
+        c.graph = f"fused_{c.graph}"
+    worst = max((d.max_abs for c in tensors for d in c.outputs.values()), default=0.0)
+    log(f"tensor parity fused: {sum(c.ok for c in tensors)}/{len(tensors)} cases ok, max abs diff {worst:.2e}")
+    if not all(c.ok for c in tensors):
+        failed = ", ".join(f"{c.graph}[{c.case}]" for c in tensors if not c.ok)
+        raise ExportError("fused variant: tensor parity failed: " + failed)
+    info = VariantInfo(
+        files={g: p.name for g, p in paths.items()},
+        providers=[CPU],
+        notes="fp32 graphs built from the checkpoint on onnxruntime's fused kernels (MultiHeadAttention with the "
+        "KV cache inside, one MatMul for Q/K/V), and a greedy graph that decodes a whole batch in one run "
+        "(ONNX Loop). onnxruntime only; checked here on the CPU provider.",
+        details={"graphs": sorted(paths)},
+    )
+    m = _with_variant(manifest, "fused", info)
+    whole = OrtBackend(staging, "fused", [CPU], config=opts.threads, manifest=m)
+    steps = OrtBackend(staging, "fused", [CPU], config=opts.threads, manifest=m, greedy_graph=False)
+    checks = []
+    for beam in opts.beams:
+        runs = [("fused", whole)] + ([("fused (step by step)", steps)] if beam == 1 else [])
+        for label, backend in runs:
+            check, _ = decode_check(label, ctx.torch_backend, backend, ctx.tok, ctx.words, beam, cfg.max_target_len)
+            checks.append(check)
+            log(f"decode parity {label} beam {beam}: {check.identical}/{check.words} identical")
+    if not all(c.ok for c in checks):
+        raise _gate_error("fused", checks)
+    ctx.fused = paths
+    return VariantResult("fused", info, checks, tensors)
+
+
 def optimized_variant(ctx: VariantContext) -> VariantResult:
     staging, paths, manifest, opts, log = ctx.staging, ctx.paths, ctx.manifest, ctx.opts, ctx.log
     from onnxruntime.transformers.optimizer import optimize_model
@@ -153,7 +198,33 @@ def _quantize(src: Path, dst: Path, setting: dict[str, Any]) -> None:
         weight_type=getattr(QuantType, setting["weight_type"]),
         reduce_range=setting["reduce_range"],
         op_types_to_quantize=["MatMul"],
+        # the fused graphs' contrib ops have no ONNX shape inference: their outputs are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "EnableSubgraph": True},
     )
+    _fix_subgraph_casts(dst)
+
+
+def _fix_subgraph_casts(path: Path) -> None:
+    """onnxruntime's quantizer writes the int32 -> float Cast after each MatMulInteger of a subgraph (the greedy
+    graph's Loop body) with ``to`` undefined (0): every quantised MatMul here is float32, so set it."""
+    model = onnx.load(str(path))
+    changed = 0
+
+    def visit(graph: onnx.GraphProto) -> None:
+        nonlocal changed
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+            if node.op_type == "Cast" and node.name.endswith("_quantized_cast"):
+                for attr in node.attribute:
+                    if attr.name == "to" and attr.i == onnx.TensorProto.UNDEFINED:
+                        attr.i = onnx.TensorProto.FLOAT
+                        changed += 1
+
+    visit(model.graph)
+    if changed:
+        onnx.save(model, str(path))
 
 
 def _logit_error(fp32_step: Path, quant_step: Path, manifest: Manifest) -> float:
@@ -209,11 +280,12 @@ def int8_variant(ctx: VariantContext) -> VariantResult:
     single = SessionConfig(intra_op_threads=1, allow_spinning=False)
     candidates: dict[str, VariantInfo] = {}
     errors, speed = {}, {}
+    source = ctx.fused if ctx.fused is not None else paths  # the fused graphs when they passed: faster
     for key, setting in INT8_CANDIDATES.items():
         files = {}
-        for graph in GRAPH_NAMES:
+        for graph, src in source.items():
             dst = staging / f"int8-{key}_{graph}.onnx"
-            _quantize(paths[graph], dst, setting)
+            _quantize(src, dst, setting)
             files[graph] = dst.name
         errors[key] = _logit_error(paths[DECODER_STEP], staging / files[DECODER_STEP], manifest)
         candidates[key] = VariantInfo(files=files, providers=[CPU], notes="", details={})
@@ -250,8 +322,12 @@ def int8_variant(ctx: VariantContext) -> VariantResult:
     if chosen is None:  # refused: the bundle goes on without int8; the manifest's checks say why
         return VariantResult("int8", None, checks)
     final = candidates[chosen]
-    final.files = {graph: f"int8_{graph}.onnx" for graph in GRAPH_NAMES}
-    final.notes = f"dynamic int8 quantisation of MatMul weights ({chosen}): the fastest format that passed the WER gate"
+    final.files = {graph: f"int8_{graph}.onnx" for graph in source}
+    final.notes = (
+        f"dynamic int8 quantisation of MatMul weights ({chosen}) of the {'fused' if ctx.fused else 'fp32'} graphs: "
+        "the fastest format that passed the WER gate"
+    )
+    final.details["quantised_from"] = "fused" if ctx.fused else "fp32"
     return VariantResult("int8", final, checks[-1:])
 
 

@@ -12,6 +12,10 @@ Graphs (L = decoder layers, H = heads, Dh = head size, V = target vocabulary):
   src_len, Dh)`` (the cross-attention keys/values, computed once per source).
 - ``decoder_step``: ``tgt_ids``, ``past_k/v (L, batch, H, past_len, Dh)``, ``cross_k/v``, ``src_mask`` ->
   ``logits``, ``present_k/v (L, batch, H, past_len + tgt_len, Dh)``; the cross cache is not re-emitted.
+- ``greedy`` (optional, the ``fused`` variants only): ``src_ids``, ``src_mask``, ``limits (batch,) int64`` (each
+  row's maximum number of output tokens) -> ``tokens (batch, steps) int64`` and ``scores (batch, steps)`` (each
+  chosen token's log-probability): a whole batch decoded greedily in one run (an ONNX ``Loop``). A row's output
+  ends at its first ``</s>`` or at its limit; what follows is padding.
 
 Masks are bool, True = a real token (the model's one convention).
 """
@@ -29,7 +33,7 @@ MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "g2p-bundle/1"
 
 ElemType = Literal["int64", "bool", "float32", "float16"]
-Variant = Literal["fp32", "optimized", "int8", "fp16"]
+Variant = Literal["fp32", "fused", "optimized", "int8", "fp16"]
 
 
 class TensorSpec(BaseModel):
@@ -59,14 +63,16 @@ class GraphSpec(BaseModel):
         return [t.name for t in self.outputs]
 
 
-ENCODER, DECODER, DECODER_STEP = "encoder", "decoder", "decoder_step"
+ENCODER, DECODER, DECODER_STEP, GREEDY = "encoder", "decoder", "decoder_step", "greedy"
 GRAPH_NAMES = (ENCODER, DECODER, DECODER_STEP)
+"""The graphs every variant has."""
+OPTIONAL_GRAPHS = (GREEDY,)
 
 
 def graph_specs(
     n_layers: int, n_heads: int, head_dim: int, d_model: int, vocab: int, float_type: ElemType = "float32"
 ) -> dict[str, GraphSpec]:
-    """The three graphs' signatures for a model of this shape."""
+    """The graphs' signatures for a model of this shape."""
     f = float_type
 
     def cache(name: str, length: str) -> TensorSpec:
@@ -101,6 +107,14 @@ def graph_specs(
                 src_mask,
             ],
             outputs=[logits, cache("present_k", "past_len + tgt_len"), cache("present_v", "past_len + tgt_len")],
+        ),
+        GREEDY: GraphSpec(
+            name=GREEDY,
+            inputs=[src_ids, src_mask, TensorSpec(name="limits", dtype="int64", shape=["batch"])],
+            outputs=[
+                TensorSpec(name="tokens", dtype="int64", shape=["batch", "steps"]),
+                TensorSpec(name="scores", dtype=f, shape=["batch", "steps"]),
+            ],
         ),
     }
 

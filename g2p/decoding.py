@@ -114,6 +114,11 @@ def greedy_search(
     """
     n = src_ids.shape[0]
     limits = options.limits(src_mask)
+    whole = getattr(backend, "greedy", None)
+    if whole is not None and on_token is None and alive is None and n:
+        decoded = whole(src_ids, src_mask, limits)
+        if decoded is not None:
+            return _cut(decoded[0], decoded[1], limits)
     state = backend.encode(src_ids, src_mask)
     active = np.arange(n)  # source index of each state row
     tokens = np.full(n, BOS_ID, dtype=np.int64)
@@ -147,6 +152,24 @@ def greedy_search(
         tokens = best.astype(np.int64)
     return [
         Hypothesis(tuple(out[i, : lengths[i]].tolist()), float(logprob[i]), float(logprob[i]), bool(finished[i]))
+        for i in range(n)
+    ]
+
+
+def _cut(tokens: np.ndarray, scores: np.ndarray, limits: np.ndarray) -> list[Hypothesis]:
+    """Hypotheses from a batch decoded to its longest row (``tokens``/``scores`` (B, T), every row run to T steps):
+    a row ends at its first ``</s>`` (finished; its log-probability counts) or after ``limits`` tokens
+    (unfinished) — what the step-by-step loop above returns for the same choices."""
+    n, t = tokens.shape
+    steps = np.arange(t)
+    in_limit = steps[None, :] < limits[:, None]
+    eos = (tokens == EOS_ID) & in_limit
+    finished = eos.any(axis=1)
+    length = np.where(finished, eos.argmax(axis=1), np.minimum(limits, t))  # output tokens, without </s>
+    counted = steps[None, :] < (length + finished)[:, None]
+    logprob = np.where(counted, scores, 0.0).astype(np.float64).sum(axis=1)
+    return [
+        Hypothesis(tuple(tokens[i, : length[i]].tolist()), float(logprob[i]), float(logprob[i]), bool(finished[i]))
         for i in range(n)
     ]
 

@@ -14,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GRAPH_NAMES, BundleError, Manifest, verify_bundle
+from g2p.bundle import (
+    DECODER,
+    DECODER_STEP,
+    ENCODER,
+    GRAPH_NAMES,
+    GREEDY,
+    OPTIONAL_GRAPHS,
+    BundleError,
+    Manifest,
+    verify_bundle,
+)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -111,8 +121,12 @@ class OrtBackend:
         config: SessionConfig | int = 0,
         manifest: Manifest | None = None,
         io_binding: bool = False,
+        greedy_graph: bool = True,
     ) -> None:
-        """``io_binding``: the KV cache (self- and cross-attention keys/values) stays in ONNX Runtime values
+        """``greedy_graph``: use the variant's ``greedy`` graph (whole batches in one run) where it has one; False
+        decodes greedily step by step (what streaming does anyway).
+
+        ``io_binding``: the KV cache (self- and cross-attention keys/values) stays in ONNX Runtime values
         on the session's device between decoder steps instead of coming back as numpy arrays each step; it
         is copied out only when beam search or a finished row reorders the batch."""
         self.dir = Path(bundle_dir)
@@ -122,7 +136,9 @@ class OrtBackend:
         self.variant = variant
         info = self.manifest.variants[variant]
         self.providers = providers or [CPU]
-        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config) for g in GRAPH_NAMES}
+        optional = [g for g in OPTIONAL_GRAPHS if g in info.files and (g != GREEDY or greedy_graph)]
+        graphs = [*GRAPH_NAMES, *optional]
+        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config) for g in graphs}
         step_inputs = {i.name: i.type for i in self.sessions[DECODER_STEP].get_inputs()}
         self.float_dtype = np.float16 if step_inputs["past_k"] == "tensor(float16)" else np.float32
         first = self.providers[0]
@@ -147,6 +163,20 @@ class OrtBackend:
             ["memory"], {"src_ids": src_ids.astype(np.int64), "src_mask": src_mask.astype(bool)}
         )
         return OrtState(np.arange(src_ids.shape[0]), src_mask.astype(bool), memory)
+
+    def greedy(
+        self, src_ids: np.ndarray, src_mask: np.ndarray, limits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A whole batch decoded greedily in one run of the ``greedy`` graph: (tokens, log-probabilities), each
+        (B, steps); None when this variant has no such graph (see ``g2p.decoding.greedy_search``)."""
+        session = self.sessions.get(GREEDY)
+        if session is None:
+            return None
+        tokens, scores = session.run(
+            ["tokens", "scores"],
+            {"src_ids": src_ids.astype(np.int64), "src_mask": src_mask.astype(bool), "limits": limits.astype(np.int64)},
+        )
+        return tokens, np.asarray(scores, dtype=np.float32)
 
     def step(self, tokens: np.ndarray, state: OrtState) -> tuple[np.ndarray, OrtState]:
         tgt = tokens.astype(np.int64).reshape(-1, 1)  # (N, 1)

@@ -207,9 +207,14 @@ class Engine:
             return owner[src][0].alive()
 
         model = live[0].model
+        # Streaming and beam search go step by step, dropping cancelled or expired rows at the next step. A plain
+        # greedy batch is short (milliseconds) and runs whole (one run of the fused variant's greedy graph);
+        # its jobs' deadlines and cancellations are checked before and after it.
+        stepwise = streaming or live[0].options.beam_size > 1
         results = model.transcribe(
-            words, live[0].options, on_token if streaming else None, alive, batch_size=max(len(words), 1)
-        )
+            words, live[0].options, on_token if streaming else None, alive if stepwise else None,
+            batch_size=max(len(words), 1),
+        )  # fmt: skip
         tokens = sum(len(r[0].phonemes) + 1 for r in results if r)
         self.metrics.tokens.inc(tokens)
         start = 0

@@ -115,16 +115,25 @@ class ModelVersion:
         return np.asarray(memory, dtype=np.float32)
 
 
+def choose_variant(setting: str, manifest: Manifest, gpu: bool) -> str:
+    """``auto``: the ``fused`` graphs on the CPU where the bundle has them (same outputs as fp32, faster), else
+    ``fp32``; any other value is taken as given."""
+    if setting != "auto":
+        return setting
+    return "fused" if not gpu and "fused" in manifest.variants else "fp32"
+
+
 def load_version(path: Path, settings: Settings, providers: list[Provider] | None = None) -> ModelVersion:
     """Verify, open, warm up and test-decode one bundle version; ``BundleError`` says why it is refused."""
     t0 = time.monotonic()
     manifest = verify_bundle(path)  # checksums of every file + the export's parity verdict
-    if settings.variant not in manifest.variants:
-        raise BundleError(f"{path}: no variant {settings.variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
     providers = providers if providers is not None else resolve_providers(settings)
-    tokenizers = G2PTokenizers.load(path)
     gpu = on_gpu(providers)
-    backends = ort_replicas(path, settings.decode_workers(gpu), settings.variant, providers,
+    variant = choose_variant(settings.variant, manifest, gpu)
+    if variant not in manifest.variants:
+        raise BundleError(f"{path}: no variant {variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
+    tokenizers = G2PTokenizers.load(path)
+    backends = ort_replicas(path, settings.decode_workers(gpu), variant, providers,
                             session_config(settings, gpu), manifest, settings.io_binding)  # fmt: skip
     backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
@@ -136,7 +145,7 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         tokenizers=tokenizers,
         backend=backend,
         parallel=ParallelTranscriber(backends),
-        variant=settings.variant,
+        variant=variant,
         providers_used=[provider_name(p) for p in providers if provider_name(p) in used],
         alphabet=frozenset(manifest.source_alphabet),
     )

@@ -55,7 +55,11 @@ class Settings(BaseSettings):
     # model repository: <model_repository>/<model_name>/<version>/manifest.json
     model_repository: Path = Path("models")
     model_name: str = "g2p"
-    variant: str = "fp32"  # which graphs of the bundle serve: fp32, optimized, int8, fp16 (fp16 wants cuda)
+    variant: str = Field(
+        "auto",
+        description="which graphs of the bundle serve: auto (fused on the CPU when the bundle has it, else fp32), "
+        "fp32, fused, int8, optimized, fp16 (fp16 wants cuda)",
+    )
     max_loaded_versions: int = Field(2, ge=1, le=16)
     watch_interval_s: float = Field(2.0, ge=0.0, description="poll the repository for new versions; 0 = off")
 

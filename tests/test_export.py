@@ -11,14 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import PRONS, ROOT, WORDS, make_model
+from conftest import ROOT, WORDS, make_model, save_checkpoint
 
 from export.bundle_export import ExportOptions, export_bundle
 from export.graphs import EXAMPLE, EncoderGraph, ExportError, check_graph, export_graphs, specs_for
 from export.parity import tensor_checks
 from g2p.bundle import GRAPH_NAMES, BundleError, Manifest, verify_bundle
 from g2p.decoding import DecodeOptions
-from g2p.metrics import strip_stress
 from g2p.ort_backend import OrtBackend
 from g2p.pipeline import transcribe
 from g2p.tokenization import pad_batch
@@ -28,40 +27,13 @@ from training.backend import TorchBackend
 pytestmark = pytest.mark.slow
 
 
-def _save_checkpoint(tok, directory: Path, seed: int = 0) -> Path:
-    model = make_model(tok, seed=seed)
-    path = directory / "best.pt"
-    ckpt.save(path, {"model_config": model.cfg.to_dict(), "train_config": {}, "model": model.state_dict(),
-                     "step": 0, "epoch": 0, "best_dev_wer": 100.0})  # fmt: skip
-    tok.save(directory)
-    return path
-
-
-@pytest.fixture(scope="module")
-def words_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("words") / "words.test"
-    lines = [f"{w.upper()}  {' '.join(strip_stress(p.split()))}\n" for w, p in zip(WORDS, PRONS, strict=True)]
-    path.write_text("".join(lines))
-    return path
-
-
-@pytest.fixture(scope="module")
-def bundle(tokenizers, tmp_path_factory, words_file):
-    torch.set_num_threads(1)
-    work = tmp_path_factory.mktemp("export")
-    ck = _save_checkpoint(tokenizers, work / "ckpt")
-    opts = ExportOptions(checkpoint=ck, name="tiny", root=work / "models", words_file=words_file, beams=(1, 3),
-                         threads=1, log=lambda m: None)  # fmt: skip
-    return export_bundle(opts), ck
-
-
 def test_bundle_layout_and_manifest(bundle):
     path, ck = bundle
     assert path.name == "1" and path.parent.name == "tiny"
     assert path.stat().st_mode & 0o777 == 0o755  # readable by a server running as another user
     manifest = verify_bundle(path)  # every file present with its sha256, parity ok
     assert manifest.checkpoint_sha256 == ckpt_sha(ck)
-    assert set(manifest.variants) == {"fp32", "optimized", "int8", "fp16"}
+    assert set(manifest.variants) == {"fp32", "fused", "optimized", "int8", "fp16"}
     for info in manifest.variants.values():
         assert all((path / f).is_file() for f in info.files.values())
     assert manifest.graphs["decoder_step"].input_names() == ["tgt_ids", "past_k", "past_v", "cross_k", "cross_v",
@@ -106,7 +78,7 @@ def test_graph_inputs_keep_every_dynamic_axis(bundle):
             assert dims == spec.shape
 
 
-@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8", "fp16"])
+@pytest.mark.parametrize("variant", ["fp32", "fused", "optimized", "int8", "fp16"])
 def test_every_variant_decodes_through_the_shared_code(bundle, tokenizers, variant):
     backend = OrtBackend(bundle[0], variant)
     out = transcribe(backend, tokenizers, WORDS, DecodeOptions(beam_size=3, nbest=2, max_len=12))
@@ -186,7 +158,7 @@ def test_a_failed_gate_fails_the_export_and_keeps_a_report(tokenizers, tmp_path,
         return paths
 
     monkeypatch.setattr(be, "export_graphs", broken)
-    ck = _save_checkpoint(tokenizers, tmp_path / "ckpt")
+    ck = save_checkpoint(tokenizers, tmp_path / "ckpt")
     opts = ExportOptions(checkpoint=ck, name="bad", root=tmp_path / "models", words_file=words_file, beams=(1,),
                          variants=(), check_determinism=False, threads=1, log=lambda m: None)  # fmt: skip
     with pytest.raises(ExportError, match=r"parity gate failed: encoder\["):

@@ -1,0 +1,420 @@
+"""The ``fused`` graphs: the same three graphs (same names, inputs, outputs and dynamic axes as the torch.onnx
+export), built layer by layer from the checkpoint's weights on ONNX Runtime's fused transformer kernels.
+
+torch.onnx writes attention as ~20 small operators per layer (reshapes, transposes, two batched MatMuls, a
+masked softmax, the cache concatenation) and onnxruntime's transformer optimizer does not recognise that
+pattern. Here every attention is one ``com.microsoft.MultiHeadAttention`` (projection biases, the scaled
+dot product, the key-padding mask, the causal mask and the KV-cache concatenation inside one kernel) and every
+residual connection with its LayerNorm one ``com.microsoft.SkipLayerNormalization``. The embedding scale is
+folded into the embedding tables. The graphs run on onnxruntime only (CPU and CUDA have both kernels); the
+portable torch.onnx graphs stay the bundle's reference, and the export checks these against PyTorch like any
+other variant.
+
+Pre-norm and post-norm models are both built: a sub-layer's output joins the residual stream in one
+SkipLayerNormalization whose LayerNorm is the next block's pre-norm (pre-norm) or the block's own norm
+(post-norm).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.graphs import OPSET, check_graph, specs_for
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GREEDY
+from training.model import Transformer
+
+MS = "com.microsoft"
+LN_EPS = 1e-5  # nn.LayerNorm's default, used by every norm of the model
+
+
+class _Graph:
+    """A small graph builder: named initializers from numpy, nodes with generated output names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self._n = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        if name not in self.inits:
+            self.inits[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs: Any) -> list[str]:
+        self._n += 1
+        outs = [f"{op_type.lower()}_{self._n}_{i}" for i in range(n_out)]
+        node = helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", domain=domain, **attrs)
+        self.nodes.append(node)
+        return outs
+
+    def op1(self, op_type: str, inputs: list[str], domain: str = "", **attrs: Any) -> str:
+        return self.op(op_type, inputs, 1, domain, **attrs)[0]
+
+    def rename_output(self, produced: str, name: str) -> None:
+        """Give a produced value a graph-output name."""
+        for node in self.nodes:
+            node.output[:] = [name if o == produced else o for o in node.output]
+            node.input[:] = [name if i == produced else i for i in node.input]
+
+
+class _Weights:
+    """The checkpoint's parameters as float32 numpy arrays, MatMul-ready (Linear weights transposed)."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.sd = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+        self.model = model
+
+    def linear(self, prefix: str) -> tuple[np.ndarray, np.ndarray | None]:
+        w = self.sd[f"{prefix}.weight"].T
+        return w, self.sd.get(f"{prefix}.bias")
+
+    def norm(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.sd[f"{prefix}.weight"], self.sd[f"{prefix}.bias"]
+
+
+class _Builder:
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+        self.cfg = model.cfg
+        self.w = _Weights(model)
+        self.g = _Graph()
+
+    # --- pieces ------------------------------------------------------------------------------
+    def linear(self, x: str, prefix: str, with_bias: bool = True) -> str:
+        w, b = self.w.linear(prefix)
+        y = self.g.op1("MatMul", [x, self.g.const(f"{prefix}.w", w)])
+        if with_bias and b is not None:
+            y = self.g.op1("Add", [y, self.g.const(f"{prefix}.b", b)])
+        return y
+
+    def layer_norm(self, x: str, prefix: str) -> str:
+        g, b = self.w.norm(prefix)
+        return self.g.op1(
+            "LayerNormalization", [x, self.g.const(f"{prefix}.g", g), self.g.const(f"{prefix}.beta", b)],
+            axis=-1, epsilon=LN_EPS,
+        )  # fmt: skip
+
+    def join(self, out: str, x: str, bias_of: str, norm: str | None) -> tuple[str, str]:
+        """Residual join of a sub-layer output ``out`` (bias of linear ``bias_of`` not yet added) into the stream
+        ``x``: returns (the next block's input, the new stream). ``norm`` is the LayerNorm applied to the sum."""
+        _, b = self.w.linear(bias_of)
+        assert b is not None
+        bias = self.g.const(f"{bias_of}.b", b)
+        if norm is None:  # only after the last block of a post-norm stack: no final LayerNorm
+            s = self.g.op1("Add", [self.g.op1("Add", [out, bias]), x])
+            return s, s
+        s = self.g.op1("Add", [self.g.op1("Add", [out, bias]), x])
+        normed = self.layer_norm(s, norm)
+        return normed, (s if self.cfg.norm_first else normed)
+
+    def norms_after(self, blocks: list[str], final: str) -> list[str | None]:
+        """The LayerNorm applied after each block's residual sum (see the module docstring)."""
+        if self.cfg.norm_first:
+            return [*blocks[1:], final]
+        return list(blocks)
+
+    def mha(self, prefix: str, h: str, key_value: tuple[str, str] | None, **inputs: str) -> list[str]:
+        """One attention. ``key_value`` None: self-attention (Q, K, V projected here, biases inside the kernel);
+        else cross-attention over given (B, H, S, Dh) keys/values. Extra inputs by MultiHeadAttention's names."""
+        g = self.g
+        c = self.cfg
+        if key_value is None:
+            # one MatMul for the three projections (one pass over ``h``; one activation quantisation in int8)
+            ws, biases = zip(*(self.w.linear(f"{prefix}.{p}_proj") for p in "qkv"), strict=True)
+            qkv = g.op1("MatMul", [h, g.const(f"{prefix}.qkv_w", np.concatenate(ws, axis=1))])
+            q, k, v = g.op("Split", [qkv], 3, num_outputs=3, axis=-1)
+            bias = g.const(f"{prefix}.qkv_b", np.concatenate(biases))
+        else:
+            q = self.linear(h, f"{prefix}.q_proj")
+            k, v = key_value
+            bias = ""
+        names = ["key_padding_mask", "attention_bias", "past_key", "past_value"]
+        args = [q, k, v, bias, *(inputs.get(n, "") for n in names)]
+        while args[-1] == "":
+            args.pop()
+        n_out = 3 if "past_key" in inputs or inputs.get("present") else 1
+        return g.op("MultiHeadAttention", args, n_out, MS, num_heads=c.n_heads,
+                    unidirectional=1 if key_value is None and inputs.get("causal") else 0)  # fmt: skip
+
+    def feed_forward(self, h: str, prefix: str) -> str:
+        return self.linear(self.g.op1("Relu", [self.linear(h, f"{prefix}.fc1")]), f"{prefix}.fc2", with_bias=False)
+
+    def shape_dim(self, x: str, axis: int) -> str:
+        return self.g.op1("Shape", [x], start=axis, end=axis + 1)
+
+    def embed(self, ids: str, table: str, offset: str | None) -> str:
+        """Gather from the (pre-scaled) token table + the sinusoidal rows [offset, offset + T)."""
+        g = self.g
+        emb = getattr(self.model, table)
+        scaled = (emb.tokens.weight.detach().float() * emb.scale).numpy()
+        tok = g.op1("Gather", [g.const(f"{table}.scaled", scaled), ids])
+        start = offset or g.const("zero1", np.zeros(1, np.int64))
+        end = g.op1("Add", [start, self.shape_dim(ids, 1)])
+        pos = g.op1("Slice", [g.const("pe", emb.pe.numpy()), start, end, g.const("zero1", np.zeros(1, np.int64))])
+        return g.op1("Add", [tok, pos])
+
+    # --- graphs -------------------------------------------------------------------------------
+    def encoder_stack(self, src_ids: str, mask: str) -> str:
+        """memory (B, S, D) of source ids; ``mask`` is the int32 key-padding mask."""
+        c = self.cfg
+        x = self.embed(src_ids, "src_embed", None)
+        blocks = [f"encoder_layers.{i}.{r}" for i in range(c.n_encoder_layers) for r in ("res_attn", "res_ff")]
+        norms = self.norms_after([f"{b}.norm" for b in blocks], "encoder_norm")
+        h = self.layer_norm(x, f"{blocks[0]}.norm") if c.norm_first else x
+        for j, block in enumerate(blocks):
+            layer = block.rsplit(".", 1)[0]
+            if block.endswith("res_attn"):
+                (a,) = self.mha(f"{layer}.self_attn", h, None, key_padding_mask=mask)
+                bias_of = f"{layer}.self_attn.out_proj"
+                out = self.linear(a, bias_of, with_bias=False)
+            else:
+                out, bias_of = self.feed_forward(h, f"{layer}.ff"), f"{layer}.ff.fc2"
+            h, x = self.join(out, x, bias_of, norms[j])
+        return h
+
+    def decoder_stack(
+        self, ids: str, past: list[tuple[str, str]] | None, cross: list[tuple[str, str]], mask: str
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Logits (B, T, V) of new target ids given each layer's past self-attention keys/values (B, H, P, Dh)
+        (None: no past) and cross keys/values (B, H, S, Dh); returns the logits and each layer's grown cache."""
+        c = self.cfg
+        offset = None if past is None else self.shape_dim(past[0][0], 2)
+        x = self.embed(ids, "tgt_embed", offset)
+        parts = ("res_self", "res_cross", "res_ff")
+        blocks = [f"decoder_layers.{i}.{r}" for i in range(c.n_decoder_layers) for r in parts]
+        norms = self.norms_after([f"{b}.norm" for b in blocks], "decoder_norm")
+        h = self.layer_norm(x, f"{blocks[0]}.norm") if c.norm_first else x
+        present: list[tuple[str, str]] = []
+        for j, block in enumerate(blocks):
+            i = int(block.split(".")[1])
+            layer = f"decoder_layers.{i}"
+            if block.endswith("res_self"):
+                extra = {"causal": "1", "present": "1"}
+                if past is not None:
+                    extra |= {"past_key": past[i][0], "past_value": past[i][1]}
+                a, pk, pv = self.mha(f"{layer}.self_attn", h, None, **extra)
+                present.append((pk, pv))
+                bias_of = f"{layer}.self_attn.out_proj"
+                out = self.linear(a, bias_of, with_bias=False)
+            elif block.endswith("res_cross"):
+                (a,) = self.mha(f"{layer}.cross_attn", h, cross[i], key_padding_mask=mask)
+                bias_of = f"{layer}.cross_attn.out_proj"
+                out = self.linear(a, bias_of, with_bias=False)
+            else:
+                bias_of = f"{layer}.ff.fc2"
+                out = self.feed_forward(h, f"{layer}.ff")
+            h, x = self.join(out, x, bias_of, norms[j])
+        emb = self.w.sd["tgt_embed.tokens.weight"] if c.tie_embeddings else self.w.sd["generator.weight"]
+        return self.g.op1("MatMul", [h, self.g.const("generator.w", emb.T)]), present
+
+    def cross_kv(self, memory: str) -> list[tuple[str, str]]:
+        """Each decoder layer's cross-attention keys and values (B, H, S, Dh)."""
+        g, c = self.g, self.cfg
+        shape = g.const("heads_shape", np.array([0, 0, c.n_heads, c.head_dim], np.int64))
+        out = []
+        for i in range(c.n_decoder_layers):
+            kv = []
+            for p in "kv":
+                y = self.linear(memory, f"decoder_layers.{i}.cross_attn.{p}_proj")
+                kv.append(g.op1("Transpose", [g.op1("Reshape", [y, shape])], perm=[0, 2, 1, 3]))
+            out.append((kv[0], kv[1]))
+        return out
+
+    def encoder(self) -> None:
+        mask = self.g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
+        self.g.rename_output(self.encoder_stack("src_ids", mask), "memory")
+
+    def decoder(self, first: bool) -> None:
+        """``first``: the decoder graph (computes the cross keys/values from ``memory``, no past); else the step.
+        Both keep the bundle's stacked (L, B, H, ., Dh) cache layout at their inputs and outputs."""
+        g, c = self.g, self.cfg
+        n, heads, dh = c.n_decoder_layers, c.n_heads, c.head_dim
+        mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
+        if first:
+            # every layer's cross K and V in one MatMul each: (B, S, L*D) -> (L, B, H, S, Dh)
+            stacked = []
+            for p in "kv":
+                ws, bs = zip(*(self.w.linear(f"decoder_layers.{i}.cross_attn.{p}_proj") for i in range(n)), strict=True)
+                y = g.op1("MatMul", ["memory", g.const(f"cross_{p}.w", np.concatenate(ws, axis=1))])
+                y = g.op1("Add", [y, g.const(f"cross_{p}.b", np.concatenate(bs))])
+                y = g.op1("Reshape", [y, g.const("cross_shape", np.array([0, 0, n, heads, dh], np.int64))])
+                stacked.append(g.op1("Transpose", [y], perm=[2, 0, 3, 1, 4]))
+            g.rename_output(stacked[0], "cross_k")
+            g.rename_output(stacked[1], "cross_v")
+            past = None
+        else:
+            past = list(zip(self.per_layer("past_k"), self.per_layer("past_v"), strict=True))
+        cross = list(zip(self.per_layer("cross_k"), self.per_layer("cross_v"), strict=True))
+        logits, present = self.decoder_stack("tgt_ids", past, cross, mask)
+        g.rename_output(logits, "logits")
+        for name, values in (("present_k", [k for k, _ in present]), ("present_v", [v for _, v in present])):
+            zero = g.const("zero1", np.zeros(1, np.int64))
+            stacked_out = [g.op1("Unsqueeze", [v, zero]) for v in values]
+            g.rename_output(g.op1("Concat", stacked_out, axis=0) if n > 1 else stacked_out[0], name)
+
+    def pick(self, logits: str) -> tuple[str, str]:
+        """Greedy choice from logits (B, 1, V): the token (B, 1) int64 and its log-probability (B, 1) float."""
+        g = self.g
+        last = g.op1("Squeeze", [logits, g.const("one1", np.ones(1, np.int64))])  # (B, V)
+        best = g.op1("ArgMax", [last], axis=-1, keepdims=1)
+        lp = g.op1("GatherElements", [g.op1("LogSoftmax", [last], axis=-1), best], axis=1)
+        return best, lp
+
+    def greedy(self) -> None:
+        """Encoder, cross keys/values, first decoder step and an ONNX ``Loop`` over the later steps: a whole
+        batch decoded greedily in one run. Each layer's cache is a loop-carried value (no stacking); a row is
+        done at ``</s>`` or at its length limit; the loop ends when every row is. Done rows keep decoding
+        (their later tokens are cut off by the caller), so the batch keeps its shape."""
+        g, c = self.g, self.cfg
+        n = c.n_decoder_layers
+        one = g.const("one1", np.ones(1, np.int64))
+        mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
+        memory = self.encoder_stack("src_ids", mask)
+        cross = self.cross_kv(memory)
+        batch1 = g.op1("Concat", [self.shape_dim("src_ids", 0), one], axis=0)  # [B, 1]
+        bos = g.op1("Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), batch1])
+        logits, present = self.decoder_stack(bos, None, cross, mask)
+        tok0, lp0 = self.pick(logits)
+        limits = g.op1("Unsqueeze", ["limits", one])  # (B, 1)
+        eos = g.const("eos", np.array(c.eos_id, np.int64))
+        done0 = g.op1("Or", [g.op1("Equal", [tok0, eos]), g.op1("LessOrEqual", [limits, one])])
+        cond0 = self.any_not_done(done0)
+        trips = g.op1("Sub", [g.op1("ReduceMax", [limits], keepdims=0), g.const("one", np.array(1, np.int64))])
+
+        # the loop body: its own node list; weights and the cross keys/values come from the outer scope
+        outer = g.nodes
+        g.nodes = []
+        cache_in = [(f"past_k_{i}", f"past_v_{i}") for i in range(n)]
+        logits_b, present_b = self.decoder_stack("tok_in", cache_in, cross, mask)
+        tok, lp = self.pick(logits_b)
+        step = g.op1("Add", ["iter", g.const("two", np.array(2, np.int64))])  # this token's 1-based position
+        done = g.op1("Or", [g.op1("Or", ["done_in", g.op1("Equal", [tok, eos])]), g.op1("LessOrEqual", [limits, step])])
+        outs = [self.any_not_done(done), tok, done, *(x for kv in present_b for x in kv), tok, lp]
+        body_nodes, g.nodes = g.nodes, outer
+        f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+        cache_vi = [helper.make_tensor_value_info(name, f, ["batch", c.n_heads, None, c.head_dim])
+                    for kv in cache_in for name in kv]  # fmt: skip
+        body_inputs = [
+            helper.make_tensor_value_info("iter", i64, []),
+            helper.make_tensor_value_info("cond_in", b, []),
+            helper.make_tensor_value_info("tok_in", i64, ["batch", 1]),
+            helper.make_tensor_value_info("done_in", b, ["batch", 1]),
+            *cache_vi,
+        ]
+        out_names = ["cond_out", "tok_out", "done_out", *(f"present_{x}_{i}" for i in range(n) for x in "kv"),
+                     "scan_tok", "scan_lp"]  # fmt: skip
+        body_nodes.extend(helper.make_node("Identity", [src], [dst]) for src, dst in zip(outs, out_names, strict=True))
+        body_outputs = [
+            helper.make_tensor_value_info("cond_out", b, []),
+            helper.make_tensor_value_info("tok_out", i64, ["batch", 1]),
+            helper.make_tensor_value_info("done_out", b, ["batch", 1]),
+            *(helper.make_tensor_value_info(f"present_{x}_{i}", f, ["batch", c.n_heads, None, c.head_dim])
+              for i in range(n) for x in "kv"),
+            helper.make_tensor_value_info("scan_tok", i64, ["batch", 1]),
+            helper.make_tensor_value_info("scan_lp", f, ["batch", 1]),
+        ]  # fmt: skip
+        body = helper.make_graph(body_nodes, "greedy_step", body_inputs, body_outputs)
+        loop_out = g.op("Loop", [trips, cond0, tok0, done0, *(x for kv in present for x in kv)],
+                        2 + 2 * n + 2, body=body)  # fmt: skip
+        scan_tok, scan_lp = loop_out[-2:]  # (T-1, B, 1)
+        for first, scan, name in ((tok0, scan_tok, "tokens"), (lp0, scan_lp, "scores")):
+            later = g.op1(
+                "Transpose", [g.op1("Squeeze", [scan, g.const("two1", np.full(1, 2, np.int64))])], perm=[1, 0]
+            )
+            g.rename_output(g.op1("Concat", [first, later], axis=1), name)
+
+    def any_not_done(self, done: str) -> str:
+        """The loop condition: some row of ``done`` (B, 1) is still false."""
+        g = self.g
+        not_done = g.op1("Cast", [g.op1("Not", [done])], to=TensorProto.INT32)
+        return g.op1("Cast", [g.op1("ReduceMax", [not_done], keepdims=0)], to=TensorProto.BOOL)
+
+    def per_layer(self, stacked: str) -> list[str]:
+        """(L, ...) graph input -> L tensors without the layer axis."""
+        n = self.cfg.n_decoder_layers
+        zero = self.g.const("zero1", np.zeros(1, np.int64))
+        parts = self.g.op("Split", [stacked], n, num_outputs=n, axis=0) if n > 1 else [stacked]
+        return [self.g.op1("Squeeze", [p, zero]) for p in parts]
+
+
+def build_fused_graphs(model: Transformer, out_dir: Path, prefix: str = "fused_") -> dict[str, Path]:
+    """Write the fused encoder, decoder, decoder step and greedy graphs of ``model`` into ``out_dir``; each is
+    checked against its spec (names, types, dynamic axes), then by the caller's parity gates.
+
+    The four graphs hold the same weights under the same names: each weight is stored once, in
+    ``<prefix>weights.bin`` (ONNX external data), which every graph references.
+    """
+    specs = specs_for(model)
+    models = {}
+    for name in (ENCODER, DECODER, DECODER_STEP, GREEDY):
+        b = _Builder(model.eval())
+        if name == ENCODER:
+            b.encoder()
+        elif name == GREEDY:
+            b.greedy()
+        else:
+            b.decoder(first=name == DECODER)
+        spec = specs[name]
+        graph = helper.make_graph(
+            b.g.nodes,
+            f"g2p_{name}_fused",
+            [_value_info(t.name, t.dtype, t.shape) for t in spec.inputs],
+            [_value_info(t.name, t.dtype, t.shape) for t in spec.outputs],
+            list(b.g.inits.values()),
+        )
+        models[name] = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
+            producer_name="g2p-export-fused",
+        )
+    _share_weights(list(models.values()), out_dir / f"{prefix}weights.bin")
+    paths = {}
+    for name, model_proto in models.items():
+        path = out_dir / f"{prefix}{name}.onnx"
+        onnx.save(model_proto, str(path))
+        check_graph(path, specs[name])
+        paths[name] = path
+    return paths
+
+
+EXTERNAL_MIN_BYTES = 1024  # smaller tensors (shapes, biases of tiny layers) stay inside the graph files
+ALIGN = 64
+
+
+def _share_weights(models: list[onnx.ModelProto], path: Path) -> None:
+    """Move every initializer of at least ``EXTERNAL_MIN_BYTES`` into one external-data file, each distinct name
+    once (the graphs name the same weight the same way; a name with two different values is an error)."""
+    offsets: dict[str, tuple[int, int, bytes]] = {}
+    with path.open("wb") as fh:
+        for m in models:
+            for t in m.graph.initializer:
+                data = t.raw_data
+                if len(data) < EXTERNAL_MIN_BYTES:
+                    continue
+                if t.name in offsets:
+                    if offsets[t.name][2] != data:
+                        raise ValueError(f"two different weights named {t.name!r}")
+                else:
+                    pad = -fh.tell() % ALIGN
+                    fh.write(b"\0" * pad)
+                    offsets[t.name] = (fh.tell(), len(data), data)
+                    fh.write(data)
+                offset, length, _ = offsets[t.name]
+                t.ClearField("raw_data")
+                t.data_location = TensorProto.EXTERNAL
+                del t.external_data[:]
+                for key, value in (("location", path.name), ("offset", str(offset)), ("length", str(length))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = key, value
+
+
+_ELEM = {"int64": TensorProto.INT64, "bool": TensorProto.BOOL, "float32": TensorProto.FLOAT}
+
+
+def _value_info(name: str, dtype: str, shape: tuple[int | str, ...] | list[int | str]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, _ELEM[dtype], list(shape))
