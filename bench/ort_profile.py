@@ -70,6 +70,7 @@ def main() -> int:
         by_graph: dict[str, float] = {}
         runs: dict[str, int] = {}
         by_op: dict[str, float] = defaultdict(float)
+        calls: dict[str, int] = defaultdict(int)
         for g, f in files.items():
             events = json.loads(f.read_text())
             model_runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
@@ -77,8 +78,10 @@ def main() -> int:
             by_graph[g] = sum(e["dur"] for e in model_runs) / 1e6
             runs[g] = len(model_runs)
             for e in events:
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                # a Loop's own time contains its body's nodes, which have their own events: count those
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"]["op_name"] != "Loop":
                     by_op[e["args"]["op_name"]] += e["dur"] / 1e6
+                    calls[e["args"]["op_name"]] += 1
     # the profile covers warm-up + timed run: scale to the timed run by the share of words
     scale = len(words) / (len(words) + 64)
     inside = sum(by_graph.values()) * scale
@@ -99,9 +102,12 @@ def main() -> int:
         "|---|---|---|",
         *[f"| {g} | {runs[g]} | {sec * scale:.3f} |" for g, sec in by_graph.items()],
         "",
-        "| operator | seconds | share of wall |",
-        "|---|---|---|",
-        *[f"| {op} | {sec:.3f} | {sec / wall:.1%} |" for op, sec in rows[:15]],
+        "| operator | seconds | share of wall | calls | us per call |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {op} | {sec:.3f} | {sec / wall:.1%} | {calls[op]} | {sec / scale / calls[op] * 1e6:.1f} |"
+            for op, sec in rows[:15]
+        ],
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from g2p.bundle import resolve_bundle  # noqa: E402
+from g2p.bundle import resolve_bundle, verify_bundle  # noqa: E402
 from g2p.decoding import DecodeOptions  # noqa: E402
 from g2p.lexicon import read_test_split  # noqa: E402
 from g2p.ort_backend import SessionConfig, ort_replicas  # noqa: E402
@@ -37,6 +37,7 @@ from g2p.pipeline import ParallelTranscriber  # noqa: E402
 from g2p.tokenization import G2PTokenizers  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
+from service.runtime import choose_variant  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -54,7 +55,9 @@ def in_process(bundle: Path, words: list[str], threads: int) -> dict:
     """The server's decoding engine without the wire: ``threads`` single-threaded sessions (ParallelTranscriber)."""
     tok = G2PTokenizers.load(bundle)
     config = SessionConfig(intra_op_threads=1, allow_spinning=False)
-    engine = ParallelTranscriber(ort_replicas(bundle, threads, config=config))
+    manifest = verify_bundle(bundle)
+    variant = choose_variant("auto", manifest, gpu=False)  # what the server serves with its default settings
+    engine = ParallelTranscriber(ort_replicas(bundle, threads, variant, config=config, manifest=manifest))
     opts = DecodeOptions(beam_size=1, max_len=48)
     engine.transcribe(tok, words[:64], opts)  # warm-up
     lat = []
@@ -66,7 +69,7 @@ def in_process(bundle: Path, words: list[str], threads: int) -> dict:
     engine.transcribe(tok, words, opts, batch_size=32)
     b32 = len(words) / (time.perf_counter() - t)
     return {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "batch1_words_per_s": len(lat) / sum(lat),
-            "batch32_words_per_s": b32}  # fmt: skip
+            "batch32_words_per_s": b32, "variant": variant}  # fmt: skip
 
 
 def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int, float]:
@@ -93,7 +96,16 @@ def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int
     return proc, port, time.monotonic() - t0
 
 
-def load(port: int, words: list[str], clients: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, words: list[str], clients: int, server_pid: int) -> dict:
+    """``clients`` threads, each sending single-word requests one after another; with the CPU time the server and
+    this load generator spent per request."""
+    server_cpu, own_cpu = cpu_seconds(server_pid), time.process_time()
     lat: list[float] = []
     lock = threading.Lock()
     errors = []
@@ -119,8 +131,11 @@ def load(port: int, words: list[str], clients: int) -> dict:
     for th in threads:
         th.join()
     wall = time.perf_counter() - t
+    server_ms = (cpu_seconds(server_pid) - server_cpu) / len(words) * 1000
+    client_ms = (time.process_time() - own_cpu) / len(words) * 1000
     return {"clients": clients, "words_per_s": len(words) / wall, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "p99_ms": pct(lat, 99), "errors": len(errors)}  # fmt: skip
+            "p99_ms": pct(lat, 99), "errors": len(errors), "server_cpu_ms_per_request": server_ms,
+            "client_cpu_ms_per_request": client_ms}  # fmt: skip
 
 
 def main() -> int:
@@ -141,7 +156,7 @@ def main() -> int:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # warm the channel and the server
             pb_grpc.G2PStub(ch).Generate(pb.GenerateRequest(inputs=words[:32]), timeout=30)
         rss_warm = rss_mb(proc.pid)
-        wire = [load(port, words if c > 1 else words[:300], c) for c in (1, 8, 32)]
+        wire = [load(port, words if c > 1 else words[:300], c, proc.pid) for c in (1, 8, 32)]
         rss_loaded = rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -156,13 +171,14 @@ def main() -> int:
     lines = [
         f"# Service vs in-process engine ({result['machine']}; {len(words)} test words, greedy)",
         "",
-        "| path | clients / batch | words/s | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| path | clients / batch | words/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|",
         f"| in-process | batch 1 | {local['batch1_words_per_s']:.0f} | {local['p50_ms']:.2f} | "
-        f"{local['p95_ms']:.2f} | |",
-        f"| in-process | batch 32 | {local['batch32_words_per_s']:.0f} | | | |",
+        f"{local['p95_ms']:.2f} | | | |",
+        f"| in-process | batch 32 | {local['batch32_words_per_s']:.0f} | | | | | |",
         *[f"| gRPC | {w['clients']} clients | {w['words_per_s']:.0f} | {w['p50_ms']:.2f} | {w['p95_ms']:.2f} | "
-          f"{w['p99_ms']:.2f} |" for w in wire],
+          f"{w['p99_ms']:.2f} | {w['server_cpu_ms_per_request']:.2f} | {w['client_cpu_ms_per_request']:.2f} |"
+          for w in wire],
         "",
         f"- 32 clients vs in-process batch 32: {result['ratio_32_clients_vs_in_process_batch32']:.2f}x",
         f"- single-word p50 over the wire minus in-process: {result['p50_overhead_ms_1_client']:+.2f} ms",

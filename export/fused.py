@@ -30,6 +30,7 @@ from training.model import Transformer
 
 MS = "com.microsoft"
 LN_EPS = 1e-5  # nn.LayerNorm's default, used by every norm of the model
+MASK_FILTER = -10000.0  # MultiHeadAttention's own value for masked keys (softmax weight exactly 0 in float32)
 
 
 class _Graph:
@@ -147,12 +148,15 @@ class _Builder:
     def shape_dim(self, x: str, axis: int) -> str:
         return self.g.op1("Shape", [x], start=axis, end=axis + 1)
 
-    def embed(self, ids: str, table: str, offset: str | None) -> str:
-        """Gather from the (pre-scaled) token table + the sinusoidal rows [offset, offset + T)."""
+    def embed(self, ids: str, table: str, offset: str | None, position: str | None = None) -> str:
+        """Gather from the (pre-scaled) token table + the sinusoidal rows [offset, offset + T), or the row
+        ``position`` when given (a single new token)."""
         g = self.g
         emb = getattr(self.model, table)
         scaled = (emb.tokens.weight.detach().float() * emb.scale).numpy()
         tok = g.op1("Gather", [g.const(f"{table}.scaled", scaled), ids])
+        if position is not None:
+            return g.op1("Add", [tok, g.op1("Gather", [g.const("pe", emb.pe.numpy()), position])])
         start = offset or g.const("zero1", np.zeros(1, np.int64))
         end = g.op1("Add", [start, self.shape_dim(ids, 1)])
         pos = g.op1("Slice", [g.const("pe", emb.pe.numpy()), start, end, g.const("zero1", np.zeros(1, np.int64))])
@@ -178,13 +182,18 @@ class _Builder:
         return h
 
     def decoder_stack(
-        self, ids: str, past: list[tuple[str, str]] | None, cross: list[tuple[str, str]], mask: str
+        self,
+        ids: str,
+        past: list[tuple[str, str]] | None,
+        cross: list[tuple[str, str]],
+        cross_mask: dict[str, str],
+        position: str | None = None,
     ) -> tuple[str, list[tuple[str, str]]]:
         """Logits (B, T, V) of new target ids given each layer's past self-attention keys/values (B, H, P, Dh)
         (None: no past) and cross keys/values (B, H, S, Dh); returns the logits and each layer's grown cache."""
         c = self.cfg
-        offset = None if past is None else self.shape_dim(past[0][0], 2)
-        x = self.embed(ids, "tgt_embed", offset)
+        offset = None if past is None or position is not None else self.shape_dim(past[0][0], 2)
+        x = self.embed(ids, "tgt_embed", offset, position)
         parts = ("res_self", "res_cross", "res_ff")
         blocks = [f"decoder_layers.{i}.{r}" for i in range(c.n_decoder_layers) for r in parts]
         norms = self.norms_after([f"{b}.norm" for b in blocks], "decoder_norm")
@@ -202,7 +211,7 @@ class _Builder:
                 bias_of = f"{layer}.self_attn.out_proj"
                 out = self.linear(a, bias_of, with_bias=False)
             elif block.endswith("res_cross"):
-                (a,) = self.mha(f"{layer}.cross_attn", h, cross[i], key_padding_mask=mask)
+                (a,) = self.mha(f"{layer}.cross_attn", h, cross[i], **cross_mask)
                 bias_of = f"{layer}.cross_attn.out_proj"
                 out = self.linear(a, bias_of, with_bias=False)
             else:
@@ -250,7 +259,7 @@ class _Builder:
         else:
             past = list(zip(self.per_layer("past_k"), self.per_layer("past_v"), strict=True))
         cross = list(zip(self.per_layer("cross_k"), self.per_layer("cross_v"), strict=True))
-        logits, present = self.decoder_stack("tgt_ids", past, cross, mask)
+        logits, present = self.decoder_stack("tgt_ids", past, cross, {"key_padding_mask": mask})
         g.rename_output(logits, "logits")
         for name, values in (("present_k", [k for k, _ in present]), ("present_v", [v for _, v in present])):
             zero = g.const("zero1", np.zeros(1, np.int64))
@@ -276,9 +285,13 @@ class _Builder:
         mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
         memory = self.encoder_stack("src_ids", mask)
         cross = self.cross_kv(memory)
+        # the cross-attention mask as an additive bias (B, 1, 1, S), computed once for every step
+        bias = g.op1("Where", ["src_mask", g.const("zero_f", np.zeros((), np.float32)),
+                               g.const("mask_filter", np.array(MASK_FILTER, np.float32))])  # fmt: skip
+        cross_mask = {"attention_bias": g.op1("Unsqueeze", [bias, g.const("axes12", np.array([1, 2], np.int64))])}
         batch1 = g.op1("Concat", [self.shape_dim("src_ids", 0), one], axis=0)  # [B, 1]
         bos = g.op1("Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), batch1])
-        logits, present = self.decoder_stack(bos, None, cross, mask)
+        logits, present = self.decoder_stack(bos, None, cross, cross_mask)
         tok0, lp0 = self.pick(logits)
         limits = g.op1("Unsqueeze", ["limits", one])  # (B, 1)
         eos = g.const("eos", np.array(c.eos_id, np.int64))
@@ -290,12 +303,12 @@ class _Builder:
         outer = g.nodes
         g.nodes = []
         cache_in = [(f"past_k_{i}", f"past_v_{i}") for i in range(n)]
-        logits_b, present_b = self.decoder_stack("tok_in", cache_in, cross, mask)
+        position = g.op1("Add", [g.op1("Unsqueeze", ["iter", g.const("zero1", np.zeros(1, np.int64))]), one])
+        logits_b, present_b = self.decoder_stack("tok_in", cache_in, cross, cross_mask, position)
         tok, lp = self.pick(logits_b)
         step = g.op1("Add", ["iter", g.const("two", np.array(2, np.int64))])  # this token's 1-based position
         done = g.op1("Or", [g.op1("Or", ["done_in", g.op1("Equal", [tok, eos])]), g.op1("LessOrEqual", [limits, step])])
         outs = [self.any_not_done(done), tok, done, *(x for kv in present_b for x in kv), tok, lp]
-        body_nodes, g.nodes = g.nodes, outer
         f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
         cache_vi = [helper.make_tensor_value_info(name, f, ["batch", c.n_heads, None, c.head_dim])
                     for kv in cache_in for name in kv]  # fmt: skip
@@ -308,7 +321,15 @@ class _Builder:
         ]
         out_names = ["cond_out", "tok_out", "done_out", *(f"present_{x}_{i}" for i in range(n) for x in "kv"),
                      "scan_tok", "scan_lp"]  # fmt: skip
-        body_nodes.extend(helper.make_node("Identity", [src], [dst]) for src, dst in zip(outs, out_names, strict=True))
+        renamed: dict[str, str] = {}
+        for src, dst in zip(outs, out_names, strict=True):
+            if src in renamed:  # a value that is already another output (the token): one Identity
+                g.op1("Identity", [renamed[src]])
+                g.nodes[-1].output[0] = dst
+            else:
+                g.rename_output(src, dst)
+                renamed[src] = dst
+        body_nodes, g.nodes = g.nodes, outer
         body_outputs = [
             helper.make_tensor_value_info("cond_out", b, []),
             helper.make_tensor_value_info("tok_out", i64, ["batch", 1]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,12 +63,18 @@ def provider_name(p: Provider) -> str:
     return p if isinstance(p, str) else p[0]
 
 
-def make_session(path: str | Path, providers: list[Provider], config: SessionConfig | int = 0) -> Any:
+def make_session(
+    path: str | Path,
+    providers: list[Provider],
+    config: SessionConfig | int = 0,
+    disabled_optimizers: Sequence[str] = (),
+) -> Any:
     """An inference session whose first execution provider is really the one asked for.
 
     Asking for a provider this onnxruntime does not have, or one that fails to start (CUDA without a GPU),
     raises ``BundleError``: never a silent fallback to the CPU. (The CUDA provider itself assigns a few
     shape-computation nodes to the CPU by design: that is allowed; the model's compute runs on CUDA.)
+    ``disabled_optimizers``: onnxruntime graph rewrites to skip (a variant's manifest entry may name some).
     """
     import onnxruntime as ort
 
@@ -93,7 +100,9 @@ def make_session(path: str | Path, providers: list[Provider], config: SessionCon
     if missing:
         raise BundleError(f"execution provider(s) {missing} not available in this onnxruntime (has {available})")
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        session = ort.InferenceSession(
+            str(path), sess_options=opts, providers=providers, disabled_optimizers=list(disabled_optimizers)
+        )
     except Exception as exc:
         raise BundleError(f"{path}: cannot create a session on {names}: {exc}") from exc
     used = session.get_providers()
@@ -138,7 +147,8 @@ class OrtBackend:
         self.providers = providers or [CPU]
         optional = [g for g in OPTIONAL_GRAPHS if g in info.files and (g != GREEDY or greedy_graph)]
         graphs = [*GRAPH_NAMES, *optional]
-        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config) for g in graphs}
+        disabled = info.details.get("session", {}).get("disabled_optimizers", [])
+        self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config, disabled) for g in graphs}
         step_inputs = {i.name: i.type for i in self.sessions[DECODER_STEP].get_inputs()}
         self.float_dtype = np.float16 if step_inputs["past_k"] == "tensor(float16)" else np.float32
         first = self.providers[0]
