@@ -1,18 +1,18 @@
-"""The ``fused`` graphs: the same three graphs (same names, inputs, outputs and dynamic axes as the torch.onnx
-export), built layer by layer from the checkpoint's weights on ONNX Runtime's fused transformer kernels.
+"""The ``fused`` graphs: the three step graphs (same names, inputs, outputs and dynamic axes as the torch.onnx
+export) and the ``greedy`` graph, built layer by layer from the checkpoint's weights on ONNX Runtime's fused
+transformer kernels.
 
 torch.onnx writes attention as ~20 small operators per layer (reshapes, transposes, two batched MatMuls, a
 masked softmax, the cache concatenation) and onnxruntime's transformer optimizer does not recognise that
-pattern. Here every attention is one ``com.microsoft.MultiHeadAttention`` (projection biases, the scaled
-dot product, the key-padding mask, the causal mask and the KV-cache concatenation inside one kernel) and every
-residual connection with its LayerNorm one ``com.microsoft.SkipLayerNormalization``. The embedding scale is
-folded into the embedding tables. The graphs run on onnxruntime only (CPU and CUDA have both kernels); the
-portable torch.onnx graphs stay the bundle's reference, and the export checks these against PyTorch like any
-other variant.
+pattern. Here every attention is one ``com.microsoft.MultiHeadAttention`` (Q/K/V biases, the scaled dot product,
+the padding and causal masks and the KV-cache concatenation inside one kernel), Q, K and V come from one MatMul,
+and the embedding scale is folded into the embedding tables. The ``greedy`` graph adds the decoding loop itself
+(an ONNX ``Loop``), so a whole batch is one run. The graphs run on onnxruntime only; the portable torch.onnx
+graphs stay the bundle's reference, and the export checks these against PyTorch like any other variant.
 
-Pre-norm and post-norm models are both built: a sub-layer's output joins the residual stream in one
-SkipLayerNormalization whose LayerNorm is the next block's pre-norm (pre-norm) or the block's own norm
-(post-norm).
+Pre-norm and post-norm models are both built: a sub-layer's output joins the residual stream, and the LayerNorm
+of the sum is the next block's pre-norm (pre-norm) or the block's own norm (post-norm). (Add + LayerNormalization
+rather than onnxruntime's SkipLayerNormalization, whose CPU kernel measured slower here.)
 """
 
 from __future__ import annotations
@@ -100,16 +100,13 @@ class _Builder:
             axis=-1, epsilon=LN_EPS,
         )  # fmt: skip
 
-    def join(self, out: str, x: str, bias_of: str, norm: str | None) -> tuple[str, str]:
-        """Residual join of a sub-layer output ``out`` (bias of linear ``bias_of`` not yet added) into the stream
-        ``x``: returns (the next block's input, the new stream). ``norm`` is the LayerNorm applied to the sum."""
-        _, b = self.w.linear(bias_of)
-        assert b is not None
-        bias = self.g.const(f"{bias_of}.b", b)
-        if norm is None:  # only after the last block of a post-norm stack: no final LayerNorm
-            s = self.g.op1("Add", [self.g.op1("Add", [out, bias]), x])
+    def join(self, out: str, x: str, norm: str | None) -> tuple[str, str]:
+        """Residual join of a sub-layer output ``out`` into the stream ``x``: returns (the next block's input, the
+        new stream). ``norm`` is the LayerNorm applied to the sum (None: after the last block of a post-norm
+        stack, which has no final LayerNorm)."""
+        s = self.g.op1("Add", [out, x])
+        if norm is None:
             return s, s
-        s = self.g.op1("Add", [self.g.op1("Add", [out, bias]), x])
         normed = self.layer_norm(s, norm)
         return normed, (s if self.cfg.norm_first else normed)
 
@@ -120,8 +117,9 @@ class _Builder:
         return list(blocks)
 
     def mha(self, prefix: str, h: str, key_value: tuple[str, str] | None, **inputs: str) -> list[str]:
-        """One attention. ``key_value`` None: self-attention (Q, K, V projected here, biases inside the kernel);
-        else cross-attention over given (B, H, S, Dh) keys/values. Extra inputs by MultiHeadAttention's names."""
+        """One attention, output projection included. ``key_value`` None: self-attention (Q, K, V in one MatMul,
+        their biases inside the kernel); else cross-attention over given (B, H, S, Dh) keys/values. Extra inputs
+        by MultiHeadAttention's names. Returns the projected output and, with a cache, present keys/values."""
         g = self.g
         c = self.cfg
         if key_value is None:
@@ -139,27 +137,29 @@ class _Builder:
         while args[-1] == "":
             args.pop()
         n_out = 3 if "past_key" in inputs or inputs.get("present") else 1
-        return g.op("MultiHeadAttention", args, n_out, MS, num_heads=c.n_heads,
+        outs = g.op("MultiHeadAttention", args, n_out, MS, num_heads=c.n_heads,
                     unidirectional=1 if key_value is None and inputs.get("causal") else 0)  # fmt: skip
+        return [self.linear(outs[0], f"{prefix}.out_proj"), *outs[1:]]
 
     def feed_forward(self, h: str, prefix: str) -> str:
-        return self.linear(self.g.op1("Relu", [self.linear(h, f"{prefix}.fc1")]), f"{prefix}.fc2", with_bias=False)
+        return self.linear(self.g.op1("Relu", [self.linear(h, f"{prefix}.fc1")]), f"{prefix}.fc2")
 
     def shape_dim(self, x: str, axis: int) -> str:
         return self.g.op1("Shape", [x], start=axis, end=axis + 1)
 
     def embed(self, ids: str, table: str, offset: str | None, position: str | None = None) -> str:
         """Gather from the (pre-scaled) token table + the sinusoidal rows [offset, offset + T), or the row
-        ``position`` when given (a single new token)."""
+        ``position`` (a (1,) tensor) when each row has a single new token at that position."""
         g = self.g
         emb = getattr(self.model, table)
         scaled = (emb.tokens.weight.detach().float() * emb.scale).numpy()
+        pe = g.const("pe", emb.pe.numpy())
         tok = g.op1("Gather", [g.const(f"{table}.scaled", scaled), ids])
         if position is not None:
-            return g.op1("Add", [tok, g.op1("Gather", [g.const("pe", emb.pe.numpy()), position])])
+            return g.op1("Add", [tok, g.op1("Gather", [pe, position])])
         start = offset or g.const("zero1", np.zeros(1, np.int64))
         end = g.op1("Add", [start, self.shape_dim(ids, 1)])
-        pos = g.op1("Slice", [g.const("pe", emb.pe.numpy()), start, end, g.const("zero1", np.zeros(1, np.int64))])
+        pos = g.op1("Slice", [pe, start, end, g.const("zero1", np.zeros(1, np.int64))])
         return g.op1("Add", [tok, pos])
 
     # --- graphs -------------------------------------------------------------------------------
@@ -173,12 +173,10 @@ class _Builder:
         for j, block in enumerate(blocks):
             layer = block.rsplit(".", 1)[0]
             if block.endswith("res_attn"):
-                (a,) = self.mha(f"{layer}.self_attn", h, None, key_padding_mask=mask)
-                bias_of = f"{layer}.self_attn.out_proj"
-                out = self.linear(a, bias_of, with_bias=False)
+                (out,) = self.mha(f"{layer}.self_attn", h, None, key_padding_mask=mask)
             else:
-                out, bias_of = self.feed_forward(h, f"{layer}.ff"), f"{layer}.ff.fc2"
-            h, x = self.join(out, x, bias_of, norms[j])
+                out = self.feed_forward(h, f"{layer}.ff")
+            h, x = self.join(out, x, norms[j])
         return h
 
     def decoder_stack(
@@ -189,8 +187,10 @@ class _Builder:
         cross_mask: dict[str, str],
         position: str | None = None,
     ) -> tuple[str, list[tuple[str, str]]]:
-        """Logits (B, T, V) of new target ids given each layer's past self-attention keys/values (B, H, P, Dh)
-        (None: no past) and cross keys/values (B, H, S, Dh); returns the logits and each layer's grown cache."""
+        """Logits of new target ids given each layer's past self-attention keys/values (B, H, P, Dh) (None: no
+        past) and cross keys/values (B, H, S, Dh); returns the logits and each layer's grown cache.
+        ``cross_mask``: the cross-attention's mask input by name (``key_padding_mask`` or ``attention_bias``).
+        ``position``: the (1,) absolute position of a single new token per row, when the caller knows it."""
         c = self.cfg
         offset = None if past is None or position is not None else self.shape_dim(past[0][0], 2)
         x = self.embed(ids, "tgt_embed", offset, position)
@@ -206,18 +206,13 @@ class _Builder:
                 extra = {"causal": "1", "present": "1"}
                 if past is not None:
                     extra |= {"past_key": past[i][0], "past_value": past[i][1]}
-                a, pk, pv = self.mha(f"{layer}.self_attn", h, None, **extra)
+                out, pk, pv = self.mha(f"{layer}.self_attn", h, None, **extra)
                 present.append((pk, pv))
-                bias_of = f"{layer}.self_attn.out_proj"
-                out = self.linear(a, bias_of, with_bias=False)
             elif block.endswith("res_cross"):
-                (a,) = self.mha(f"{layer}.cross_attn", h, cross[i], **cross_mask)
-                bias_of = f"{layer}.cross_attn.out_proj"
-                out = self.linear(a, bias_of, with_bias=False)
+                (out,) = self.mha(f"{layer}.cross_attn", h, cross[i], **cross_mask)
             else:
-                bias_of = f"{layer}.ff.fc2"
                 out = self.feed_forward(h, f"{layer}.ff")
-            h, x = self.join(out, x, bias_of, norms[j])
+            h, x = self.join(out, x, norms[j])
         emb = self.w.sd["tgt_embed.tokens.weight"] if c.tie_embeddings else self.w.sd["generator.weight"]
         return self.g.op1("MatMul", [h, self.g.const("generator.w", emb.T)]), present
 
@@ -291,7 +286,7 @@ class _Builder:
         cross_mask = {"attention_bias": g.op1("Unsqueeze", [bias, g.const("axes12", np.array([1, 2], np.int64))])}
         batch1 = g.op1("Concat", [self.shape_dim("src_ids", 0), one], axis=0)  # [B, 1]
         bos = g.op1("Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), batch1])
-        logits, present = self.decoder_stack(bos, None, cross, cross_mask)
+        logits, present = self.decoder_stack(bos, None, cross, cross_mask, g.const("zero1", np.zeros(1, np.int64)))
         tok0, lp0 = self.pick(logits)
         limits = g.op1("Unsqueeze", ["limits", one])  # (B, 1)
         eos = g.const("eos", np.array(c.eos_id, np.int64))
