@@ -107,6 +107,33 @@ class Engine:
             self._cv.notify_all()
         return job.future
 
+    def run(self, job: Job) -> Future[list[list[Pronunciation]]]:
+        """Like ``submit``, but an idle engine (nothing queued or decoding, the last batch not shared) decodes the
+        job at once in the calling thread: a lone request skips the hand-over to a worker thread and back. Under
+        load the job is queued and batched as usual."""
+        with self._cv:
+            inline = self._accepting and not self._queue and self._busy == 0 and self._last_jobs <= 1
+            if inline:
+                self._busy += 1
+                self._last_jobs = 1
+                if not job.future.set_running_or_notify_cancel():
+                    inline = False
+                    self._busy -= 1
+        if not inline:
+            return self.submit(job)
+        try:
+            self.metrics.queue_time.observe(0.0)
+            self._decode([job])
+        except Exception as exc:
+            log.exception("batch failed")
+            if not job.future.done():
+                job.future.set_exception(exc)
+        finally:
+            with self._cv:
+                self._busy -= 1
+                self._cv.notify_all()
+        return job.future
+
     def drain(self, timeout: float) -> bool:
         """Stop accepting; wait until every queued and running job is done (True) or ``timeout`` passes."""
         end = time.monotonic() + timeout
@@ -188,8 +215,11 @@ class Engine:
             elif job.future.set_running_or_notify_cancel():
                 self.metrics.queue_time.observe(now - job.enqueued)
                 live.append(job)
-        if not live:
-            return
+        if live:
+            self._decode(live)
+
+    def _decode(self, live: list[Job]) -> None:
+        """Decode admitted (running) jobs as one batch and settle their futures."""
         words: list[str] = []
         owner: list[tuple[Job, int]] = []
         for job in live:

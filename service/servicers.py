@@ -88,18 +88,22 @@ def time_remaining(context: grpc.ServicerContext) -> float | None:
     return None if remaining is None or remaining > MAX_WAIT_S else max(remaining, 0.0)
 
 
-def submit(engine: Engine, job: Job, context: grpc.ServicerContext) -> Future[list[list[Pronunciation]]]:
-    """Queue the job with the RPC's deadline; a cancelled or finished RPC marks it dead (its rows leave the batch)."""
+def submit(
+    engine: Engine, job: Job, context: grpc.ServicerContext, inline: bool = False
+) -> Future[list[list[Pronunciation]]]:
+    """Queue the job with the RPC's deadline; a cancelled or finished RPC marks it dead (its rows leave the batch).
+    ``inline``: an idle engine decodes it in this thread (``Engine.run``)."""
     remaining = time_remaining(context)
     if remaining is not None:
         job.deadline = time.monotonic() + remaining
     context.add_callback(job.cancelled.set)  # runs when the RPC ends: cancelled, expired, or done
-    return engine.submit(job)
+    return engine.run(job) if inline else engine.submit(job)
 
 
 def run_job(engine: Engine, job: Job, context: grpc.ServicerContext) -> list[list[Pronunciation]]:
-    """Queue the job and wait for it within the RPC's deadline."""
-    future = submit(engine, job, context)
+    """Decode the job (in this thread when the engine is idle, else queued) and wait for it within the RPC's
+    deadline."""
+    future = submit(engine, job, context, inline=True)
     try:
         return future.result(timeout=time_remaining(context))
     except FutureTimeout:
