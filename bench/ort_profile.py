@@ -58,9 +58,11 @@ def main() -> int:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / g)
+            info = manifest.variants[args.variant]
             profiled[g] = ort.InferenceSession(
-                str(args.bundle / manifest.variants[args.variant].files[g]), so, providers=["CPUExecutionProvider"]
-            )
+                str(args.bundle / info.files[g]), so, providers=["CPUExecutionProvider"],
+                disabled_optimizers=info.details.get("session", {}).get("disabled_optimizers", []),
+            )  # fmt: skip
         backend.sessions = profiled
         transcribe(backend, tok, words[:64], opts, batch_size=32)
         t = time.perf_counter()

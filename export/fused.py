@@ -30,7 +30,11 @@ from training.model import Transformer
 
 MS = "com.microsoft"
 LN_EPS = 1e-5  # nn.LayerNorm's default, used by every norm of the model
+COMPACT_EVERY = 8  # the greedy loop drops its done rows once they are >= 1/8 of the rows still in it
 MASK_FILTER = -10000.0  # MultiHeadAttention's own value for masked keys (softmax weight exactly 0 in float32)
+
+
+_Dims = list[str | int | None]  # a value's shape: symbolic names, sizes, or unknown
 
 
 class _Graph:
@@ -271,78 +275,118 @@ class _Builder:
 
     def greedy(self) -> None:
         """Encoder, cross keys/values, first decoder step and an ONNX ``Loop`` over the later steps: a whole
-        batch decoded greedily in one run. Each layer's cache is a loop-carried value (no stacking); a row is
-        done at ``</s>`` or at its length limit; the loop ends when every row is. Done rows keep decoding
-        (their later tokens are cut off by the caller), so the batch keeps its shape."""
+        batch decoded greedily in one run. Each layer's cache is a loop-carried value (no stacking). A row is done
+        at ``</s>`` or at its length limit; once at least ``1 / COMPACT_EVERY`` of the rows still in the loop are
+        done, they leave it (every per-row value compacted in one ``If`` branch), so the finished rows stop
+        costing compute without a copy at every step. Each step's tokens are written into full-batch buffers
+        (``ScatterND`` at the row's original index); the loop ends when every row is done."""
         g, c = self.g, self.cfg
         n = c.n_decoder_layers
+        f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
         one = g.const("one1", np.ones(1, np.int64))
         mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
         memory = self.encoder_stack("src_ids", mask)
         cross = self.cross_kv(memory)
         # the cross-attention mask as an additive bias (B, 1, 1, S), computed once for every step
-        bias = g.op1("Where", ["src_mask", g.const("zero_f", np.zeros((), np.float32)),
-                               g.const("mask_filter", np.array(MASK_FILTER, np.float32))])  # fmt: skip
-        cross_mask = {"attention_bias": g.op1("Unsqueeze", [bias, g.const("axes12", np.array([1, 2], np.int64))])}
-        batch1 = g.op1("Concat", [self.shape_dim("src_ids", 0), one], axis=0)  # [B, 1]
-        bos = g.op1("Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), batch1])
-        logits, present = self.decoder_stack(bos, None, cross, cross_mask, g.const("zero1", np.zeros(1, np.int64)))
+        where = g.op1("Where", ["src_mask", g.const("zero_f", np.zeros((), np.float32)),
+                                g.const("mask_filter", np.array(MASK_FILTER, np.float32))])  # fmt: skip
+        bias = g.op1("Unsqueeze", [where, g.const("axes12", np.array([1, 2], np.int64))])
+        batch = self.shape_dim("src_ids", 0)  # [B]
+        bos = g.op1(
+            "Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), g.op1("Concat", [batch, one], axis=0)]
+        )
+        logits, present = self.decoder_stack(
+            bos, None, cross, {"attention_bias": bias}, g.const("zero1", np.zeros(1, np.int64))
+        )
         tok0, lp0 = self.pick(logits)
         limits = g.op1("Unsqueeze", ["limits", one])  # (B, 1)
         eos = g.const("eos", np.array(c.eos_id, np.int64))
         done0 = g.op1("Or", [g.op1("Equal", [tok0, eos]), g.op1("LessOrEqual", [limits, one])])
-        cond0 = self.any_not_done(done0)
-        trips = g.op1("Sub", [g.op1("ReduceMax", [limits], keepdims=0), g.const("one", np.array(1, np.int64))])
+        steps = g.op1("ReduceMax", ["limits"], keepdims=1)  # [T]
+        rest = g.op1("Concat", [batch, g.op1("Sub", [steps, one])], axis=0)  # [B, T - 1]
+        zeros_i = g.op1("ConstantOfShape", [rest], value=helper.make_tensor("z", i64, [1], [c.pad_id]))
+        zeros_f = g.op1("ConstantOfShape", [rest], value=helper.make_tensor("zf", f, [1], [0.0]))
+        out_tok0 = g.op1("Concat", [tok0, zeros_i], axis=1)  # (B, T): column 0 is the first step's token
+        out_lp0 = g.op1("Concat", [lp0, zeros_f], axis=1)
+        zero1 = g.const("zero1", np.zeros(1, np.int64))
+        scalar_b = g.op1("Squeeze", [batch, zero1])
+        rows0 = g.op1(
+            "Range", [g.const("zero", np.array(0, np.int64)), scalar_b, g.const("one", np.array(1, np.int64))]
+        )
+        trips = g.op1("Squeeze", [g.op1("Sub", [steps, one]), zero1])
 
-        # the loop body: its own node list; weights and the cross keys/values come from the outer scope
+        # loop-carried values: those with a row axis (compacted together), then the two full-batch buffers
+        per_row: list[tuple[str, int, _Dims]] = [
+            ("rows", i64, ["rows"]), ("tok", i64, ["rows", 1]), ("done", b, ["rows", 1]), ("lim", i64, ["rows", 1]),
+            ("bias", f, ["rows", 1, 1, None]),
+        ]  # fmt: skip
+        cache: _Dims = ["rows", c.n_heads, None, c.head_dim]
+        per_row += [(f"{kind}_{x}_{i}", f, cache) for kind in ("past", "cross") for i in range(n) for x in "kv"]
+        buffers: list[tuple[str, int, _Dims]] = [("out_tok", i64, ["batch", None]), ("out_lp", f, ["batch", None])]
+        initial = [rows0, tok0, done0, limits, bias, *(x for kv in present for x in kv),
+                   *(x for kv in cross for x in kv), out_tok0, out_lp0]  # fmt: skip
+
         outer = g.nodes
         g.nodes = []
-        cache_in = [(f"past_k_{i}", f"past_v_{i}") for i in range(n)]
+        past_in = [(f"past_k_{i}_in", f"past_v_{i}_in") for i in range(n)]
+        cross_in = [(f"cross_k_{i}_in", f"cross_v_{i}_in") for i in range(n)]
         position = g.op1("Add", [g.op1("Unsqueeze", ["iter", g.const("zero1", np.zeros(1, np.int64))]), one])
-        logits_b, present_b = self.decoder_stack("tok_in", cache_in, cross, cross_mask, position)
+        logits_b, present_b = self.decoder_stack("tok_in", past_in, cross_in, {"attention_bias": "bias_in"}, position)
         tok, lp = self.pick(logits_b)
+        column = g.op1("Expand", [g.op1("Unsqueeze", [position, one]), g.op1("Shape", [tok])])  # (Ba, 1)
+        where_out = g.op1("Concat", [g.op1("Unsqueeze", ["rows_in", one]), column], axis=1)  # (Ba, 2)
+        flat = g.const("minus1", np.array([-1], np.int64))
+        out_tok = g.op1("ScatterND", ["out_tok_in", where_out, g.op1("Reshape", [tok, flat])])
+        out_lp = g.op1("ScatterND", ["out_lp_in", where_out, g.op1("Reshape", [lp, flat])])
         step = g.op1("Add", ["iter", g.const("two", np.array(2, np.int64))])  # this token's 1-based position
-        done = g.op1("Or", [g.op1("Or", ["done_in", g.op1("Equal", [tok, eos])]), g.op1("LessOrEqual", [limits, step])])
-        outs = [self.any_not_done(done), tok, done, *(x for kv in present_b for x in kv), tok, lp]
-        f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
-        cache_vi = [helper.make_tensor_value_info(name, f, ["batch", c.n_heads, None, c.head_dim])
-                    for kv in cache_in for name in kv]  # fmt: skip
-        body_inputs = [
-            helper.make_tensor_value_info("iter", i64, []),
-            helper.make_tensor_value_info("cond_in", b, []),
-            helper.make_tensor_value_info("tok_in", i64, ["batch", 1]),
-            helper.make_tensor_value_info("done_in", b, ["batch", 1]),
-            *cache_vi,
+        finished = g.op1("Or", [g.op1("Equal", [tok, eos]), g.op1("LessOrEqual", ["lim_in", step])])
+        done = g.op1("Or", ["done_in", finished])
+        keep = g.op1("Reshape", [g.op1("Not", [done]), flat])  # (Ba,)
+        active = g.op1("ReduceSum", [g.op1("Cast", [keep], to=i64)], keepdims=0)
+        cond = g.op1("Greater", [active, g.const("zero", np.array(0, np.int64))])
+        rows_now = g.op1("Size", [keep])
+        gone = g.op1(
+            "Mul", [g.op1("Sub", [rows_now, active]), g.const("compact_every", np.array(COMPACT_EVERY, np.int64))]
+        )
+        compact = g.op1("And", [cond, g.op1("GreaterOrEqual", [gone, rows_now])])
+        values = [
+            "rows_in",
+            tok,
+            done,
+            "lim_in",
+            "bias_in",
+            *(x for kv in present_b for x in kv),
+            *(x for kv in cross_in for x in kv),
         ]
-        out_names = ["cond_out", "tok_out", "done_out", *(f"present_{x}_{i}" for i in range(n) for x in "kv"),
-                     "scan_tok", "scan_lp"]  # fmt: skip
-        renamed: dict[str, str] = {}
-        for src, dst in zip(outs, out_names, strict=True):
-            if src in renamed:  # a value that is already another output (the token): one Identity
-                g.op1("Identity", [renamed[src]])
-                g.nodes[-1].output[0] = dst
-            else:
-                g.rename_output(src, dst)
-                renamed[src] = dst
+        branches = {}
+        for branch in ("then", "else"):
+            nodes, outs = [], []
+            for k, v in enumerate(values):
+                name = f"{branch}_{k}"
+                if branch == "then":
+                    nodes.append(helper.make_node("Compress", [v, keep], [name], name=f"compress_{k}", axis=0))
+                else:
+                    nodes.append(helper.make_node("Identity", [v], [name], name=f"keep_{k}"))
+                outs.append(helper.make_tensor_value_info(name, per_row[k][1], None))
+            branches[branch] = helper.make_graph(nodes, f"compact_{branch}", [], outs)
+        compacted = g.op("If", [compact], len(values), then_branch=branches["then"], else_branch=branches["else"])
+        body_outs = [cond, *compacted, out_tok, out_lp]
+        out_names = ["cond_out", *(f"{name}_out" for name, _, _ in per_row + buffers)]
+        for src, dst in zip(body_outs, out_names, strict=True):
+            g.rename_output(src, dst)
         body_nodes, g.nodes = g.nodes, outer
-        body_outputs = [
-            helper.make_tensor_value_info("cond_out", b, []),
-            helper.make_tensor_value_info("tok_out", i64, ["batch", 1]),
-            helper.make_tensor_value_info("done_out", b, ["batch", 1]),
-            *(helper.make_tensor_value_info(f"present_{x}_{i}", f, ["batch", c.n_heads, None, c.head_dim])
-              for i in range(n) for x in "kv"),
-            helper.make_tensor_value_info("scan_tok", i64, ["batch", 1]),
-            helper.make_tensor_value_info("scan_lp", f, ["batch", 1]),
-        ]  # fmt: skip
-        body = helper.make_graph(body_nodes, "greedy_step", body_inputs, body_outputs)
-        loop_out = g.op("Loop", [trips, cond0, tok0, done0, *(x for kv in present for x in kv)],
-                        2 + 2 * n + 2, body=body)  # fmt: skip
-        scan_tok, scan_lp = loop_out[-2:]  # (T-1, B, 1)
-        for first, scan, name in ((tok0, scan_tok, "tokens"), (lp0, scan_lp, "scores")):
-            later = g.op1(
-                "Transpose", [g.op1("Squeeze", [scan, g.const("two1", np.full(1, 2, np.int64))])], perm=[1, 0]
-            )
-            g.rename_output(g.op1("Concat", [first, later], axis=1), name)
+        carried = per_row + buffers
+        body = helper.make_graph(
+            body_nodes,
+            "greedy_step",
+            [helper.make_tensor_value_info("iter", i64, []), helper.make_tensor_value_info("cond_in", b, []),
+             *(helper.make_tensor_value_info(f"{name}_in", t, shape) for name, t, shape in carried)],
+            [helper.make_tensor_value_info("cond_out", b, None),  # one element (onnxruntime infers shape [1])
+             *(helper.make_tensor_value_info(f"{name}_out", t, shape) for name, t, shape in carried)],
+        )  # fmt: skip
+        loop_out = g.op("Loop", [trips, self.any_not_done(done0), *initial], len(carried), body=body)
+        g.rename_output(loop_out[-2], "tokens")
+        g.rename_output(loop_out[-1], "scores")
 
     def any_not_done(self, done: str) -> str:
         """The loop condition: some row of ``done`` (B, 1) is still false."""

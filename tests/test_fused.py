@@ -37,6 +37,11 @@ def test_fused_graphs_use_the_fused_kernels_and_share_one_weights_file(tokenizer
     ops = [n.op_type for n in step.graph.node]
     assert ops.count("MultiHeadAttention") == 2 * model.cfg.n_decoder_layers
     assert "Softmax" not in ops and "Where" not in ops  # the attention is inside the fused kernel
+    greedy = onnx.load(str(paths["greedy"]), load_external_data=False)
+    body = next(n for n in greedy.graph.node if n.op_type == "Loop").attribute[0].g
+    compact = next(n for n in body.node if n.op_type == "If")  # done rows leave the loop
+    then = next(a.g for a in compact.attribute if a.name == "then_branch")
+    assert {n.op_type for n in then.node} == {"Compress"}
     weights = tmp_path / "fused_weights.bin"
     params = sum(p.numel() for p in model.parameters()) * 4
     assert params * 0.9 < weights.stat().st_size < params * 1.5  # each weight once, not once per graph
