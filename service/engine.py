@@ -12,7 +12,10 @@ decoding time plus the queue delay). Iteration-level joining (a new word enterin
 next decoder step) needs per-row positions and a self-attention padding mask in the decoder-step graph; the
 exported graphs have neither yet.
 
-A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load.
+A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load,
+and ``run`` decodes it in the caller's thread when no batch is decoding. A plain greedy batch runs whole (the fused
+variant's ``greedy`` graph: one ONNX Runtime run; its jobs' deadlines and cancellations are checked before and
+after); streaming and beam search go step by step and drop dead rows at the next step.
 The queue is bounded (``max_queue_size`` jobs): beyond it ``submit`` raises ``QueueFull`` at once.
 """
 
