@@ -8,6 +8,10 @@ A backend (PyTorch in ``training.backend``, ONNX Runtime in the service) impleme
 - ``reorder(state, rows) -> state``: keep/duplicate/permute the rows of the state (beam bookkeeping and
   dropping finished sources).
 
+Optionally ``greedy(src_ids, src_mask, limits) -> (tokens, scores) | None``: a whole batch decoded greedily in one
+call (the ONNX Runtime backend's fused variant runs its ``greedy`` graph); ``greedy_search`` uses it when no
+per-step callback is asked for, and cuts each row exactly as the step loop would.
+
 Everything here is numpy; no torch. Evaluation of a checkpoint and the service therefore decode the same way
 by construction, and the parity of two backends can be checked step by step and word by word.
 """
@@ -110,7 +114,7 @@ def greedy_search(
     """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch.
 
     Vectorised over the batch: per step, one argmax and one log-sum-exp for all rows (no per-row Python unless
-    ``on_token`` or ``alive`` is given).
+    ``on_token`` or ``alive`` is given). Without either, a backend's whole-batch ``greedy`` is used when it has one.
     """
     n = src_ids.shape[0]
     limits = options.limits(src_mask)
