@@ -61,7 +61,7 @@ def main() -> int:
             info = manifest.variants[args.variant]
             profiled[g] = ort.InferenceSession(
                 str(args.bundle / info.files[g]), so, providers=["CPUExecutionProvider"],
-                disabled_optimizers=info.details.get("session", {}).get("disabled_optimizers", []),
+                disabled_optimizers=info.disabled_optimizers,
             )  # fmt: skip
         backend.sessions = profiled
         transcribe(backend, tok, words[:64], opts, batch_size=32)

@@ -182,6 +182,11 @@ class VariantInfo(BaseModel):
     notes: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def disabled_optimizers(self) -> list[str]:
+        """onnxruntime graph rewrites this variant's sessions must skip (``details.session``)."""
+        return list(self.details.get("session", {}).get("disabled_optimizers", []))
+
 
 class Manifest(BaseModel):
     format: str = BUNDLE_FORMAT

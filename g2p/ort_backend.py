@@ -147,7 +147,7 @@ class OrtBackend:
         self.providers = providers or [CPU]
         optional = [g for g in OPTIONAL_GRAPHS if g in info.files and (g != GREEDY or greedy_graph)]
         graphs = [*GRAPH_NAMES, *optional]
-        disabled = info.details.get("session", {}).get("disabled_optimizers", [])
+        disabled = info.disabled_optimizers
         self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config, disabled) for g in graphs}
         step_inputs = {i.name: i.type for i in self.sessions[DECODER_STEP].get_inputs()}
         self.float_dtype = np.float16 if step_inputs["past_k"] == "tensor(float16)" else np.float32

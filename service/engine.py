@@ -124,17 +124,8 @@ class Engine:
                     self._busy -= 1
         if not inline:
             return self.submit(job)
-        try:
-            self.metrics.queue_time.observe(0.0)
-            self._decode([job])
-        except Exception as exc:
-            log.exception("batch failed")
-            if not job.future.done():
-                job.future.set_exception(exc)
-        finally:
-            with self._cv:
-                self._busy -= 1
-                self._cv.notify_all()
+        self.metrics.queue_time.observe(0.0)
+        self._settle([job], self._decode)
         return job.future
 
     def drain(self, timeout: float) -> bool:
@@ -195,17 +186,22 @@ class Engine:
             batch = self._take_batch()
             if batch is None:
                 return
-            try:
-                self._run(batch)
-            except Exception as exc:
-                log.exception("batch failed")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-            finally:
-                with self._cv:
-                    self._busy -= 1
-                    self._cv.notify_all()
+            self._settle(batch, self._run)
+
+    def _settle(self, batch: list[Job], work: Callable[[list[Job]], None]) -> None:
+        """Run ``work`` on a batch counted in ``_busy``; a failure fails the batch's unsettled jobs, never the
+        thread; the batch leaves ``_busy`` either way."""
+        try:
+            work(batch)
+        except Exception as exc:
+            log.exception("batch failed")
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+        finally:
+            with self._cv:
+                self._busy -= 1
+                self._cv.notify_all()
 
     def _run(self, batch: list[Job]) -> None:
         now = time.monotonic()
