@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick loadgen unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,13 +53,19 @@ compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfil
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 
-bench: $(STAMP)  ## engines side by side (PyTorch, ONNX Runtime, CTranslate2, g2p_en) + the service; bench/results/
+bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTranslate2, g2p_en) + the service; bench/results/
 	$(PY) bench/engines.py
 	$(PY) bench/service_bench.py
 	$(PY) bench/ort_profile.py
 
-bench-quick: $(STAMP)  ## benchmark smoke (CI): every engine runs on a few words and agrees; no speed claims
+bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the service run on a few words and agree
 	$(PY) bench/engines.py --quick
+	$(PY) bench/service_bench.py --quick
+
+# Debian's gRPC C++ packages, apt-get as root when missing; where that fails, its tests skip and the service bench
+# says so and uses its Python load generator.
+loadgen:  ## build the service bench's C++ load generator (optional: where it cannot, the bench uses Python's)
+	-bench/loadgen/build.sh --install
 
 compose-smoke:  ## the real run: up --build --wait, client, re-export, down (docker/compose-smoke.sh)
 	docker/compose-smoke.sh
@@ -67,7 +73,7 @@ compose-smoke:  ## the real run: up --build --wait, client, re-export, down (doc
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) loadgen
 	$(PY) -m pytest
 
 export: $(STAMP)  ## export the shipped checkpoint to a parity-gated bundle under models/g2p/

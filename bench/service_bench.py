@@ -1,14 +1,27 @@
 """The gRPC service against the in-process ONNX Runtime engine, side by side in one run.
 
-    python bench/service_bench.py [--bundle-root models] [--words 1000] [--threads 2] [--out bench/results/service]
+    python bench/service_bench.py [--bundle-root models] [--words 1000] [--threads 2] [--rounds 5]
+                                  [--generator auto|cpp|python] [--out bench/results/service]
+    python bench/service_bench.py --quick   # smoke (make bench-quick, CI): 96 words, 1 round; checks outputs and
+                                            # errors, writes nothing, claims no speed
 
 Measures, on held-out test words of the shipped bundle, greedy decoding:
-- in-process (OrtBackend, the server's session settings): single-word latency p50/p95, and words/s at batch 1
-  and batch 32;
-- through the wire (`python -m service` in its own process, a load generator of threads here): single-word
-  requests from 1, 8 and 32 concurrent clients: words/s and latency p50/p95/p99;
+- in-process (the server's engine without the wire: ``threads`` single-threaded sessions): single-word latency
+  p50/p95 and words/s at batch 1 and batch 32;
+- through the wire (``python -m service`` in its own process): single-word requests from 1, 8 and 32 concurrent
+  clients: words/s, latency p50/p95/p99, the CPU the server and the load generator spent per request, and whether
+  every word came back as the in-process engine decodes it;
+- the wire's floor: the same load against a bare gRPC server (same proto, same thread pool, a fixed answer, no
+  decoding): what any Python gRPC service costs on this machine before it does any work;
 - the server: time from process start to health SERVING, resident memory after warm-up and after the load.
-Ratios are computed within this run (this machine is shared and noisy; absolute numbers drift).
+
+The load generator is ``bench/loadgen`` (C++, built here with Debian's gRPC packages: ``bench/loadgen/build.sh``)
+when it builds, else threads in this process (``--generator python``); the report says which ran. Each client
+has its own connection and sends one word at a time.
+
+The two headline ratios are taken in ``--rounds`` alternating rounds (in process, then over the wire, on the same
+words), and the median of the per-round ratios is reported: this machine is shared, and a slow minute then hits
+both sides of a round.
 """
 
 from __future__ import annotations
@@ -16,10 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -38,10 +54,15 @@ from g2p.tokenization import G2PTokenizers  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 from service.runtime import choose_variant  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+LOADGEN = ROOT / "bench" / "loadgen" / "build" / "loadgen"
+CLIENTS = (1, 8, 32)
+LATENCY_WORDS = 300  # single-word latency: the first 300 words
 
 
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs) * 1000, q))
+def pct(ms: list[float] | np.ndarray, q: float) -> float:
+    return float(np.percentile(np.asarray(ms), q))
 
 
 def rss_mb(pid: int) -> float:
@@ -51,143 +72,410 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def in_process(bundle: Path, words: list[str], threads: int) -> dict:
-    """The server's decoding engine without the wire: ``threads`` single-threaded sessions (ParallelTranscriber)."""
-    tok = G2PTokenizers.load(bundle)
-    config = SessionConfig(intra_op_threads=1, allow_spinning=False)
-    manifest = verify_bundle(bundle)
-    variant = choose_variant("auto", manifest, gpu=False)  # what the server serves with its default settings
-    engine = ParallelTranscriber(ort_replicas(bundle, threads, variant, config=config, manifest=manifest))
-    opts = DecodeOptions(beam_size=1, max_len=48)
-    engine.transcribe(tok, words[:64], opts)  # warm-up
-    lat = []
-    for w in words[:300]:
-        t = time.perf_counter()
-        engine.transcribe(tok, [w], opts)
-        lat.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    engine.transcribe(tok, words, opts, batch_size=32)
-    b32 = len(words) / (time.perf_counter() - t)
-    return {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "batch1_words_per_s": len(lat) / sum(lat),
-            "batch32_words_per_s": b32, "variant": variant}  # fmt: skip
-
-
-def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int, float]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {"G2P_PORT": str(port), "G2P_MODEL_REPOSITORY": str(root), "G2P_METRICS_PORT": "-1",
-                        "G2P_WORKERS": str(threads), "G2P_INTRA_OP_THREADS": "1",
-                        "G2P_LOG_LEVEL": "WARNING"}  # fmt: skip
-    t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        health = health_pb2_grpc.HealthStub(ch)
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("server exited during start-up")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == 1:
-                    break
-            except grpc.RpcError:
-                time.sleep(0.01)
-    return proc, port, time.monotonic() - t0
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(port: int, words: list[str], clients: int, server_pid: int) -> dict:
-    """``clients`` threads, each sending single-word requests one after another; with the CPU time the server and
-    this load generator spent per request."""
-    server_cpu, own_cpu = cpu_seconds(server_pid), time.process_time()
-    lat: list[float] = []
-    lock = threading.Lock()
-    errors = []
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------- in process
+class InProcess:
+    """The server's decoding engine without the wire: ``threads`` single-threaded sessions (ParallelTranscriber),
+    the variant the server serves with its default settings."""
+
+    def __init__(self, bundle: Path, threads: int) -> None:
+        self.tok = G2PTokenizers.load(bundle)
+        manifest = verify_bundle(bundle)
+        self.variant = choose_variant("auto", manifest, gpu=False)
+        config = SessionConfig(intra_op_threads=1, allow_spinning=False)
+        self.engine = ParallelTranscriber(ort_replicas(bundle, threads, self.variant, config=config, manifest=manifest))
+        self.opts = DecodeOptions(beam_size=1, max_len=int(manifest.limits.max_target_len))
+
+    def decode(self, words: list[str], batch_size: int = 32) -> list[str]:
+        return [" ".join(r[0].phonemes) for r in self.engine.transcribe(self.tok, words, self.opts, batch_size)]
+
+    def throughput(self, words: list[str]) -> dict:
+        cpu, t = time.process_time(), time.perf_counter()
+        self.decode(words, 32)
+        wall = time.perf_counter() - t
+        return {"words_per_s": len(words) / wall, "cpu_ms_per_word": (time.process_time() - cpu) / len(words) * 1000}
+
+
+# ---------------------------------------------------------------------------------------------- servers
+class Echo(pb_grpc.G2PServicer):
+    """The wire's floor: answers every Generate with a fixed pronunciation, decodes nothing."""
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> pb.GenerateResponse:  # noqa: N802
+        hyp = pb.Hypothesis(text="HH AH0 L OW1", tokens=["HH", "AH0", "L", "OW1"], finished=True)
+        return pb.GenerateResponse(outputs=[pb.Output(input=w, hypotheses=[hyp]) for w in request.inputs], model="echo")
+
+
+def serve_echo(port: int) -> None:
+    """A bare ``grpc.server`` with the service's thread-pool size: the floor of the Python gRPC stack."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=Settings().grpc_workers))
+    pb_grpc.add_G2PServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, health: bool) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server on port {port} exited during start-up")
+            try:
+                if health:
+                    ok = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5).status
+                    if ok == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                else:
+                    grpc.channel_ready_future(ch).result(timeout=0.5)
+                    return
+            except (grpc.RpcError, grpc.FutureTimeoutError):
+                time.sleep(0.01)
+
+
+def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int, float]:
+    port = free_port()
+    env = os.environ | {"G2P_PORT": str(port), "G2P_MODEL_REPOSITORY": str(root), "G2P_METRICS_PORT": "-1",
+                        "G2P_WORKERS": str(threads), "G2P_INTRA_OP_THREADS": "1",
+                        "G2P_LOG_LEVEL": "WARNING"}  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
+    wait_ready(proc, port, health=True)
+    return proc, port, time.monotonic() - t0
+
+
+def start_echo() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-serve", str(port)], cwd=ROOT)
+    wait_ready(proc, port, health=False)
+    return proc, port
+
+
+# ---------------------------------------------------------------------------------------------- load
+def build_loadgen() -> str | None:
+    """The C++ load generator's path, built when missing or older than its sources; None (and why) when it
+    cannot be."""
+    build = LOADGEN.parent.parent / "build.sh"
+    done = subprocess.run(["bash", str(build)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"bench/loadgen does not build here ({done.stderr.strip()}); using the Python load generator")
+        return None
+    return str(LOADGEN)
+
+
+def load_cpp(binary: str, port: int, words: list[str], clients: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+        f.write("\n".join(words) + "\n")
+        f.flush()
+        done = subprocess.run(
+            [binary, "--target", f"127.0.0.1:{port}", "--words", f.name, "--clients", str(clients), "--warmup", "2"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    out = json.loads(done.stdout)
+    return {"wall_s": out["wall_s"], "cpu_s": out["cpu_s"], "latencies_ms": out["latencies_ms"],
+            "outputs": [out["outputs"].get(w, "") for w in words], "errors": sum(out["errors"].values()),
+            "generator": out["generator"], "error_messages": done.stderr.splitlines()[:5]}  # fmt: skip
+
+
+def load_python(port: int, words: list[str], clients: int) -> dict:
+    """``clients`` threads here, each with its own channel, sending one word at a time."""
+    lat = [0.0] * len(words)
+    outputs = [""] * len(words)
+    errors = [0] * clients
+    messages: list[str] = []
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=[("loadgen.client", k)]) for k in range(clients)]
+    stubs = [pb_grpc.G2PStub(ch) for ch in channels]
+    for k, stub in enumerate(stubs):  # warm-up: every connection up
+        stub.Generate(pb.GenerateRequest(inputs=[words[k % len(words)]]), timeout=30)
 
     def worker(k: int) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = pb_grpc.G2PStub(ch)
-            mine = []
-            for w in words[k::clients]:
-                t = time.perf_counter()
-                try:
-                    stub.Generate(pb.GenerateRequest(inputs=[w]), timeout=30)
-                except grpc.RpcError as exc:
-                    errors.append(exc.code().name)
-                mine.append(time.perf_counter() - t)
-            with lock:
-                lat.extend(mine)
+        for i in range(k, len(words), clients):
+            t = time.perf_counter()
+            try:
+                reply = stubs[k].Generate(pb.GenerateRequest(inputs=[words[i]]), timeout=30)
+                outputs[i] = reply.outputs[0].hypotheses[0].text
+            except grpc.RpcError as exc:
+                errors[k] += 1
+                messages.append(f"{words[i]}: {exc.code().name} {exc.details()}")
+            lat[i] = (time.perf_counter() - t) * 1000
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    t = time.perf_counter()
+    cpu, t = time.process_time(), time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - t
-    server_ms = (cpu_seconds(server_pid) - server_cpu) / len(words) * 1000
-    client_ms = (time.process_time() - own_cpu) / len(words) * 1000
-    return {"clients": clients, "words_per_s": len(words) / wall, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-            "p99_ms": pct(lat, 99), "errors": len(errors), "server_cpu_ms_per_request": server_ms,
-            "client_cpu_ms_per_request": client_ms}  # fmt: skip
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    for ch in channels:
+        ch.close()
+    return {"wall_s": wall, "cpu_s": cpu, "latencies_ms": lat, "outputs": outputs, "errors": sum(errors),
+            "generator": f"Python threads (grpcio {grpc.__version__})", "error_messages": messages[:5]}  # fmt: skip
 
 
+class Load:
+    def __init__(self, binary: str | None) -> None:
+        self.binary = binary
+
+    def run(self, port: int, words: list[str], clients: int, server_pid: int) -> dict:
+        server_cpu = cpu_seconds(server_pid)
+        out = load_cpp(self.binary, port, words, clients) if self.binary else load_python(port, words, clients)
+        server_ms = (cpu_seconds(server_pid) - server_cpu) / len(words) * 1000
+        lat = out["latencies_ms"]
+        return {"clients": clients, "requests": len(words), "words_per_s": len(words) / out["wall_s"],
+                "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "errors": out["errors"],
+                "server_cpu_ms_per_request": server_ms,
+                "client_cpu_ms_per_request": out["cpu_s"] / len(words) * 1000,
+                "generator": out["generator"], "outputs": out["outputs"],
+                "error_messages": out["error_messages"]}  # fmt: skip
+
+
+class Single:
+    """One client driven word by word, so that its requests can alternate with in-process decodes of the same
+    words: the C++ generator's ``--words -`` mode (it times each RPC itself), or a stub here."""
+
+    def __init__(self, binary: str | None, port: int) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.channel: grpc.Channel | None = None
+        if binary:
+            self.proc = subprocess.Popen([binary, "--target", f"127.0.0.1:{port}", "--words", "-"], text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        else:
+            self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            self.stub = pb_grpc.G2PStub(self.channel)
+
+    def __call__(self, word: str) -> tuple[float, bool, str]:
+        """(latency ms, ok, first hypothesis)"""
+        if self.proc is not None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(word + "\n")
+            self.proc.stdin.flush()
+            ms, code, text = self.proc.stdout.readline().rstrip("\n").split("\t")
+            return float(ms), code == "0", text
+        t = time.perf_counter()
+        try:
+            reply = self.stub.Generate(pb.GenerateRequest(inputs=[word]), timeout=30)
+        except grpc.RpcError:
+            return (time.perf_counter() - t) * 1000, False, ""
+        return (time.perf_counter() - t) * 1000, True, reply.outputs[0].hypotheses[0].text
+
+    def cpu_seconds(self) -> float | None:
+        return cpu_seconds(self.proc.pid) if self.proc is not None else None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        if self.channel is not None:
+            self.channel.close()
+
+
+def paired(local: InProcess, single: Single, words: list[str], server_pid: int) -> tuple[dict, dict]:
+    """Single-word latency in process and over the wire, alternating word by word (a drifting machine hits both
+    sides alike): (in-process stats, wire stats)."""
+    for w in words[:10]:  # warm-up
+        local.decode([w], 1)
+        single(w)
+    mine, theirs, outputs, errors = [], [], [], 0
+    server_cpu, client_cpu = cpu_seconds(server_pid), single.cpu_seconds()
+    for w in words:
+        t = time.perf_counter()
+        local.decode([w], 1)
+        mine.append((time.perf_counter() - t) * 1000)
+        ms, ok, text = single(w)
+        theirs.append(ms)
+        outputs.append(text)
+        errors += not ok
+    client_end = single.cpu_seconds()
+    client_ms = None if client_cpu is None or client_end is None else (client_end - client_cpu) / len(words) * 1000
+    return (
+        {"p50_ms": pct(mine, 50), "p95_ms": pct(mine, 95), "words_per_s": 1000 * len(mine) / sum(mine),
+         "latencies_ms": mine},
+        {"clients": 1, "requests": len(words), "words_per_s": 1000 * len(theirs) / sum(theirs),
+         "p50_ms": pct(theirs, 50), "p95_ms": pct(theirs, 95), "p99_ms": pct(theirs, 99), "errors": errors,
+         "server_cpu_ms_per_request": (cpu_seconds(server_pid) - server_cpu) / len(words) * 1000,
+         "client_cpu_ms_per_request": client_ms, "outputs": outputs, "latencies_ms": theirs,
+         "error_messages": [], "generator": "C++ loadgen --words -" if single.proc else "Python stub"},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, default=ROOT / "models")
     ap.add_argument("--name", default="g2p")
     ap.add_argument("--words", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--generator", choices=("auto", "cpp", "python"), default="auto")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 96 words, 1 round, no files, no speed claims")
+    ap.add_argument("--echo-serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the floor's server process
     args = ap.parse_args()
+    if args.echo_serve:
+        serve_echo(args.echo_serve)
+        return 0
+    if args.quick:
+        args.words, args.rounds = 96, 1
+    if args.rounds < 1 or args.words < 32:
+        ap.error("--rounds must be >= 1 and --words >= 32")
+    binary = None if args.generator == "python" else build_loadgen()
+    if args.generator == "cpp" and binary is None:
+        print("--generator cpp: bench/loadgen/build.sh failed (bench/loadgen/build.sh --install gets its packages)")
+        return 1
+    load = Load(binary)
     bundle = resolve_bundle(args.bundle_root, args.name)
     all_words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
     words = all_words[:: max(len(all_words) // args.words, 1)][: args.words]
+    short = words[:LATENCY_WORDS]
 
-    local = in_process(bundle, words, args.threads)
+    local = InProcess(bundle, args.threads)
+    local.decode(words[:64])  # warm-up
+    reference = local.decode(words)
     proc, port, to_serving = start_server(args.bundle_root, args.threads)
+    echo, echo_port = start_echo()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # warm the channel and the server
-            pb_grpc.G2PStub(ch).Generate(pb.GenerateRequest(inputs=words[:32]), timeout=30)
+        load.run(port, words[:64], 32, proc.pid)  # warm the server
         rss_warm = rss_mb(proc.pid)
-        wire = [load(port, words if c > 1 else words[:300], c, proc.pid) for c in (1, 8, 32)]
+        rounds = []
+        single = Single(binary, port)
+        try:
+            for _ in range(args.rounds):  # in process, then the same words over the wire
+                b1, w1 = paired(local, single, short, proc.pid)
+                b32, w32 = local.throughput(words), load.run(port, words, 32, proc.pid)
+                w8 = load.run(port, words, 8, proc.pid)
+                rounds.append({"in_process_batch1": b1, "in_process_batch32": b32, "wire": [w1, w8, w32]})
+        finally:
+            single.close()
+        floor = [load.run(echo_port, short if c == 1 else words, c, echo.pid) for c in CLIENTS]
         rss_loaded = rss_mb(proc.pid)
     finally:
-        proc.terminate()
+        for p in (proc, echo):
+            p.terminate()
         code = proc.wait(30)
+        echo.wait(30)
+
+    def median_round(key: str) -> dict:
+        """The round whose ``key`` is the median (the table's other numbers come from that same round)."""
+        return sorted(per_round, key=lambda r: r[key])[len(per_round) // 2]
+
+    per_round = [
+        {"ratio": r["wire"][2]["words_per_s"] / r["in_process_batch32"]["words_per_s"],
+         "p50_overhead_ms": r["wire"][0]["p50_ms"] - r["in_process_batch1"]["p50_ms"], **r}
+        for r in rounds
+    ]  # fmt: skip
+    ratio_round = median_round("ratio")
+    # single words: every round's pairs together
+    mine = [x for r in rounds for x in r["in_process_batch1"].pop("latencies_ms")]
+    theirs = [x for r in rounds for x in r["wire"][0].pop("latencies_ms")]
+    p50_overhead = pct(theirs, 50) - pct(mine, 50)
+    b1 = {"p50_ms": pct(mine, 50), "p95_ms": pct(mine, 95), "words_per_s": 1000 * len(mine) / sum(mine)}
+    cpu = {}
+    for k in ("server_cpu_ms_per_request", "client_cpu_ms_per_request"):
+        xs = [r["wire"][0][k] for r in rounds]
+        cpu[k] = None if None in xs else float(np.mean(xs))
+    w1 = (
+        rounds[0]["wire"][0]
+        | cpu
+        | {
+            "requests": len(theirs),
+            "words_per_s": 1000 * len(theirs) / sum(theirs),
+            "p50_ms": pct(theirs, 50),
+            "p95_ms": pct(theirs, 95),
+            "p99_ms": pct(theirs, 99),
+        }
+    )
+    wire = [w1, ratio_round["wire"][1], ratio_round["wire"][2]]
+    checked = sum(len(w["outputs"]) for r in rounds for w in r["wire"])
+    wrong = sum(
+        a != b
+        for r in rounds
+        for w in r["wire"]
+        for a, b in zip(w["outputs"], reference[: len(w["outputs"])], strict=True)
+    )
+    errors = sum(w["errors"] for r in rounds for w in r["wire"])
+    b32 = ratio_round["in_process_batch32"]
+    f32 = floor[2]
+    w32 = ratio_round["wire"][2]
+    # the most words/s the wire could carry here if batching were perfect: both cores busy with nothing but the
+    # in-process engine's CPU per word plus the floor's server and client CPU per request
+    cores = len(os.sched_getaffinity(0))
+    cost = b32["cpu_ms_per_word"] + f32["server_cpu_ms_per_request"] + f32["client_cpu_ms_per_request"]
+    bound = cores * 1000 / cost
+    for r in rounds:
+        for w in r["wire"]:
+            w.pop("outputs")
+    for w in [*floor, w1]:
+        w.pop("outputs", None)
     result = {
-        "machine": f"{os.cpu_count()} CPUs visible, {args.threads} workers x 1 intra-op thread", "bundle": str(bundle),
-        "words": len(words), "in_process": local, "wire": wire, "seconds_to_serving": to_serving,
-        "rss_mb_after_warmup": rss_warm, "rss_mb_after_load": rss_loaded, "exit_code_after_sigterm": code,
-        "ratio_32_clients_vs_in_process_batch32": wire[2]["words_per_s"] / local["batch32_words_per_s"],
-        "p50_overhead_ms_1_client": wire[0]["p50_ms"] - local["p50_ms"],
+        "machine": f"{cores} CPUs, {args.threads} workers x 1 intra-op thread; load generator: {wire[2]['generator']}",
+        "bundle": str(bundle), "variant": local.variant, "words": len(words), "rounds": per_round,
+        "in_process": {"batch1": b1, "batch32": b32},
+        "wire": wire, "floor": floor, "seconds_to_serving": to_serving, "rss_mb_after_warmup": rss_warm,
+        "rss_mb_after_load": rss_loaded, "exit_code_after_sigterm": code, "errors": errors,
+        "outputs_checked": checked, "outputs_different_from_in_process": wrong,
+        "ratio_32_clients_vs_in_process_batch32": ratio_round["ratio"],
+        "ratio_per_round": [r["ratio"] for r in per_round],
+        "p50_overhead_ms_1_client": p50_overhead, "single_word_pairs": len(mine),
+        "p50_ms_1_client_all_rounds": {"in_process": pct(mine, 50), "wire": pct(theirs, 50)},
+        "p50_overhead_ms_per_round": [r["p50_overhead_ms"] for r in per_round],
+        "floor_p50_ms_1_client": floor[0]["p50_ms"],
+        "bound_words_per_s_32_clients": bound, "bound_ratio": bound / b32["words_per_s"],
     }  # fmt: skip
+    row = "| {} | {} | {:.0f} | {} | {} | {} | {} | {} |"
+
+    def f(x: float | None) -> str:
+        return "" if x is None else f"{x:.2f}"
+
     lines = [
-        f"# Service vs in-process engine ({result['machine']}; {len(words)} test words, greedy)",
+        f"# Service vs in-process engine ({result['machine']}; {len(words)} test words, greedy, variant "
+        f"{local.variant})",
         "",
         "| path | clients / batch | words/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
         "|---|---|---|---|---|---|---|---|",
-        f"| in-process | batch 1 | {local['batch1_words_per_s']:.0f} | {local['p50_ms']:.2f} | "
-        f"{local['p95_ms']:.2f} | | | |",
-        f"| in-process | batch 32 | {local['batch32_words_per_s']:.0f} | | | | | |",
-        *[f"| gRPC | {w['clients']} clients | {w['words_per_s']:.0f} | {w['p50_ms']:.2f} | {w['p95_ms']:.2f} | "
-          f"{w['p99_ms']:.2f} | {w['server_cpu_ms_per_request']:.2f} | {w['client_cpu_ms_per_request']:.2f} |"
+        row.format("in-process", "batch 1", b1["words_per_s"], f(b1["p50_ms"]), f(b1["p95_ms"]), "", "", ""),
+        row.format("in-process", "batch 32", b32["words_per_s"], "", "", "", f(b32["cpu_ms_per_word"]) + " (per word)",
+                   ""),
+        *[row.format("gRPC", f"{w['clients']} clients", w["words_per_s"], f(w["p50_ms"]), f(w["p95_ms"]),
+                     f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]), f(w["client_cpu_ms_per_request"]))
           for w in wire],
+        *[row.format("floor: bare gRPC server, no decoding", f"{w['clients']} clients", w["words_per_s"],
+                     f(w["p50_ms"]), f(w["p95_ms"]), f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]),
+                     f(w["client_cpu_ms_per_request"])) for w in floor],
         "",
-        f"- 32 clients vs in-process batch 32: {result['ratio_32_clients_vs_in_process_batch32']:.2f}x",
-        f"- single-word p50 over the wire minus in-process: {result['p50_overhead_ms_1_client']:+.2f} ms",
+        f"- 32 clients vs in-process batch 32: {result['ratio_32_clients_vs_in_process_batch32']:.2f}x (median of "
+        f"{len(per_round)} alternating rounds: {', '.join(f'{r:.2f}' for r in result['ratio_per_round'])})",
+        f"- single-word p50 over the wire minus in-process: {p50_overhead:+.2f} ms "
+        f"({pct(theirs, 50):.2f} vs {pct(mine, 50):.2f} ms over {len(mine)} words, each decoded in process and "
+        f"then requested over the wire; per round: "
+        f"{', '.join(f'{r:+.2f}' for r in result['p50_overhead_ms_per_round'])}); the bare server's p50 alone: "
+        f"{floor[0]['p50_ms']:.2f} ms",
+        f"- the wire's bound on these {cores} cores (in-process CPU per word at batch 32 + the floor's server and "
+        f"client CPU per request, every core busy, perfect batching): {bound:.0f} words/s = "
+        f"{result['bound_ratio']:.2f}x in-process batch 32; 32 clients reached {w32['words_per_s']:.0f}",
+        f"- outputs over the wire identical to the in-process engine: {checked - wrong}/{checked}; errors: {errors}",
         f"- start to SERVING: {to_serving:.2f} s; RSS after warm-up {rss_warm:.0f} MB, after the load "
         f"{rss_loaded:.0f} MB; exit code after SIGTERM: {code}",
-        f"- errors: {sum(w['errors'] for w in wire)}",
     ]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
+    if wrong or errors:
+        print(f"FAILED: {wrong} outputs over the wire differ from the in-process engine, {errors} errors")
+        for w in (w for r in rounds for w in r["wire"]):
+            for m in w["error_messages"]:
+                print(f"  {w['clients']} clients: {m}")
+        return 1
+    if args.quick:
+        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -201,7 +201,8 @@ class Engine:
         finally:
             with self._cv:
                 self._busy -= 1
-                self._cv.notify_all()
+                if not self._accepting:  # only drain() waits for _busy; idle workers wait for jobs, not for this
+                    self._cv.notify_all()
 
     def _run(self, batch: list[Job]) -> None:
         now = time.monotonic()

@@ -251,6 +251,54 @@ def _metric(text: str, name: str) -> str:
     raise AssertionError(f"metric {name} not found")
 
 
+@pytest.fixture(scope="module")
+def loadgen() -> str:
+    """The service bench's C++ load generator, built here (skips where Debian's gRPC C++ packages are missing:
+    ``make loadgen`` installs them)."""
+    build = ROOT / "bench" / "loadgen" / "build.sh"
+    done = subprocess.run(["bash", str(build)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"bench/loadgen does not build here: {done.stderr.strip()[:200]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_cpp_load_generator_gets_the_in_process_outputs(server, test_words, loadgen, tmp_path):
+    """16 single-word clients from another process and another gRPC implementation (C++): every word comes back
+    as the server's engine decodes it in process, and the report is what the bench reads."""
+    words_file = tmp_path / "words.txt"
+    words_file.write_text("\n".join(test_words) + "\n")
+    done = subprocess.run(
+        [loadgen, "--target", f"127.0.0.1:{server.port}", "--words", str(words_file), "--clients", "16"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    model = server.repo.get("", 0)
+    local = model.transcribe(test_words, DecodeOptions(beam_size=1, max_len=model.max_output_tokens))
+    assert report["errors"] == {}
+    assert report["requests"] == len(test_words) == len(report["latencies_ms"])
+    assert all(ms > 0 for ms in report["latencies_ms"]) and report["wall_s"] > 0
+    assert report["outputs"] == {w: " ".join(r[0].phonemes) for w, r in zip(test_words, local, strict=True)}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--clients", "0"], "--clients must be in 1..4096"),
+        (["--timeout-ms", "0"], "--timeout-ms must be >= 1"),
+        (["--words", "/nonexistent"], "cannot read --words /nonexistent"),
+        (["--bogus", "1"], "unknown argument --bogus"),
+        (["--clients"], "missing value after --clients"),
+    ],
+)
+def test_cpp_load_generator_refuses_bad_arguments(loadgen, args, message, tmp_path):
+    words_file = tmp_path / "words.txt"
+    words_file.write_text("cat\n")
+    base = ["--target", "127.0.0.1:1"] + ([] if "--words" in args else ["--words", str(words_file)])
+    done = subprocess.run([loadgen, *base, *args], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stdout == ""
+
+
 def test_deadline_is_honoured(stub, test_words):
     with pytest.raises(grpc.RpcError) as err:
         stub.Generate(pb.GenerateRequest(inputs=test_words, options=pb.GenerateOptions(beam_size=16)), timeout=0.01)

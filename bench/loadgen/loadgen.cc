@@ -1,0 +1,193 @@
+// A closed-loop gRPC load generator for the G2P service (bench only), in C++ so that the load costs the shared
+// CPUs little next to the server it measures (a Python client spends ~0.25 ms of CPU per request here).
+//
+//   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0]
+//   loadgen --target 127.0.0.1:50051 --words -            (one client, driven word by word; see below)
+//
+// Each of --clients threads has its own channel (its own HTTP/2 connection, like separate client processes) and
+// sends single-word g2p.v1.G2P/Generate requests one after another: client k takes words k, k+clients, ...
+// Prints one JSON object to stdout: wall time, this process's CPU time, every request's latency (ms, in word
+// order), the first hypothesis per word (so the caller can check outputs against the in-process engine) and
+// the non-OK status codes (each failed request also gets a line on stderr). Exit code 0, or 2 on bad arguments.
+// Before the clock starts each client sends 1 + --warmup unmeasured requests, which wait for their connection;
+// measured requests fail fast.
+//
+// With --words - it reads words from stdin and, for each, sends one request and answers with one line on stdout:
+// "<latency ms>\t<status code>\t<first hypothesis>", flushed: a caller can interleave these requests with its
+// own work (the service bench alternates them with in-process decodes of the same words, word by word).
+#include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "g2p/v1/g2p.grpc.pb.h"
+
+namespace {
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+int usage(const char* msg) {
+  std::cerr << "loadgen: " << msg
+            << "\nusage: loadgen --target HOST:PORT --words FILE --clients N [--timeout-ms MS] [--warmup N]\n";
+  return 2;
+}
+
+struct Result {
+  double latency_ms = 0;
+  std::string text;
+  int code = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string target, words_path;
+  int clients = 1, timeout_ms = 30000, warmup = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) return usage(("missing value after " + arg).c_str());
+    const std::string value = argv[++i];
+    if (arg == "--target") {
+      target = value;
+    } else if (arg == "--words") {
+      words_path = value;
+    } else if (arg == "--clients") {
+      clients = std::atoi(value.c_str());
+    } else if (arg == "--timeout-ms") {
+      timeout_ms = std::atoi(value.c_str());
+    } else if (arg == "--warmup") {
+      warmup = std::atoi(value.c_str());
+    } else {
+      return usage(("unknown argument " + arg).c_str());
+    }
+  }
+  if (target.empty() || words_path.empty()) return usage("--target and --words are required");
+  if (clients < 1 || clients > 4096) return usage("--clients must be in 1..4096");
+  if (timeout_ms < 1) return usage("--timeout-ms must be >= 1");
+  if (warmup < 0) return usage("--warmup must be >= 0");
+  const bool interactive = words_path == "-";
+  if (interactive && clients != 1) return usage("--words - drives one client (--clients 1)");
+  std::vector<std::string> words;
+  if (!interactive) {
+    std::ifstream in(words_path);
+    if (!in) return usage(("cannot read --words " + words_path).c_str());
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) words.push_back(line);
+    }
+    if (words.empty()) return usage("--words: the file has no words");
+  }
+
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int k = 0; k < clients; ++k) {
+    grpc::ChannelArguments args;
+    args.SetInt("loadgen.client", k);  // a distinct argument: a channel of its own, not a shared subchannel
+    channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  }
+  auto call = [&](g2p::v1::G2P::Stub& stub, const std::string& word, Result* out) {
+    g2p::v1::GenerateRequest request;
+    request.add_inputs(word);
+    g2p::v1::GenerateResponse response;
+    grpc::ClientContext context;
+    context.set_wait_for_ready(out == nullptr);  // warm-up calls wait for their connection; measured ones fail fast
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    const auto t0 = std::chrono::steady_clock::now();
+    const grpc::Status status = stub.Generate(&context, request, &response);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (out == nullptr) return;
+    out->latency_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+    out->code = status.error_code();
+    if (!status.ok()) {
+      std::cerr << "loadgen: " << word << ": status " << status.error_code() << ": " << status.error_message() << "\n";
+    }
+    if (status.ok() && response.outputs_size() == 1 && response.outputs(0).hypotheses_size() > 0) {
+      out->text = response.outputs(0).hypotheses(0).text();
+    }
+  };
+  if (interactive) {
+    g2p::v1::G2P::Stub stub(channels[0]);
+    for (std::string word; std::getline(std::cin, word);) {
+      Result r;
+      call(stub, word, &r);
+      std::cout << r.latency_ms << '\t' << r.code << '\t' << r.text << std::endl;  // flushed: the caller waits
+    }
+    return 0;
+  }
+  // warm-up: every connection up and used once before the clock starts
+  {
+    std::vector<std::thread> threads;
+    for (int k = 0; k < clients; ++k) {
+      threads.emplace_back([&, k] {
+        g2p::v1::G2P::Stub stub(channels[k]);
+        for (int i = 0; i <= warmup; ++i) call(stub, words[(k + i) % words.size()], nullptr);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  std::vector<Result> results(words.size());
+  const double cpu0 = cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    std::vector<std::thread> threads;
+    for (int k = 0; k < clients; ++k) {
+      threads.emplace_back([&, k] {
+        g2p::v1::G2P::Stub stub(channels[k]);
+        for (size_t i = k; i < words.size(); i += clients) call(stub, words[i], &results[i]);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double cpu = cpu_seconds() - cpu0;
+
+  std::map<int, int> errors;
+  std::ostringstream lat, out;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (results[i].code != 0) ++errors[results[i].code];
+    lat << (i ? "," : "") << results[i].latency_ms;
+    out << (i ? "," : "") << json_string(words[i]) << ":" << json_string(results[i].text);
+  }
+  std::ostringstream err;
+  bool first = true;
+  for (const auto& [code, n] : errors) {
+    err << (first ? "" : ",") << "\"" << code << "\":" << n;
+    first = false;
+  }
+  std::cout << "{\"generator\":\"loadgen (C++ grpc " << grpc::Version() << ")\",\"clients\":" << clients
+            << ",\"requests\":" << words.size() << ",\"wall_s\":" << wall << ",\"cpu_s\":" << cpu
+            << ",\"latencies_ms\":[" << lat.str() << "],\"outputs\":{" << out.str() << "},\"errors\":{" << err.str()
+            << "}}\n";
+  return 0;
+}
