@@ -109,17 +109,26 @@ class InProcess:
 
 # ---------------------------------------------------------------------------------------------- servers
 class Echo(pb_grpc.G2PServicer):
-    """The wire's floor: answers every Generate with a fixed pronunciation, decodes nothing."""
+    """The wire's floor: answers every Generate with a fixed pronunciation, decodes nothing; with ``hold_ms``,
+    keeps its thread busy that long first (numpy products, which release the GIL like onnxruntime does), as a
+    decode would."""
+
+    def __init__(self, hold_ms: float) -> None:
+        self.hold = hold_ms / 1000
+        self.a = np.ones((64, 64), np.float32)
 
     def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> pb.GenerateResponse:  # noqa: N802
+        end = time.perf_counter() + self.hold
+        while time.perf_counter() < end:
+            self.a @ self.a
         hyp = pb.Hypothesis(text="HH AH0 L OW1", tokens=["HH", "AH0", "L", "OW1"], finished=True)
         return pb.GenerateResponse(outputs=[pb.Output(input=w, hypotheses=[hyp]) for w in request.inputs], model="echo")
 
 
-def serve_echo(port: int) -> None:
+def serve_echo(port: int, hold_ms: float) -> None:
     """A bare ``grpc.server`` with the service's thread-pool size: the floor of the Python gRPC stack."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=Settings().grpc_workers))
-    pb_grpc.add_G2PServicer_to_server(Echo(), server)
+    pb_grpc.add_G2PServicer_to_server(Echo(hold_ms), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
@@ -153,9 +162,9 @@ def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int
     return proc, port, time.monotonic() - t0
 
 
-def start_echo() -> tuple[subprocess.Popen[bytes], int]:
+def start_echo(hold_ms: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--echo-serve", str(port)], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-serve", str(port), "--hold-ms", str(hold_ms)], cwd=ROOT)
     wait_ready(proc, port, health=False)
     return proc, port
 
@@ -320,9 +329,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service")
     ap.add_argument("--quick", action="store_true", help="smoke run: 96 words, 1 round, no files, no speed claims")
     ap.add_argument("--echo-serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the floor's server process
+    ap.add_argument("--hold-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_serve:
-        serve_echo(args.echo_serve)
+        serve_echo(args.echo_serve, args.hold_ms)
         return 0
     if args.quick:
         args.words, args.rounds = 96, 1
@@ -358,6 +368,16 @@ def main() -> int:
             single.close()
         floor = [load.run(echo_port, short if c == 1 else words, c, echo.pid) for c in CLIENTS]
         rss_loaded = rss_mb(proc.pid)
+        # the latency floor: a bare server that holds each request as long as the in-process p50 decode
+        hold_ms = pct([x for r in rounds for x in r["in_process_batch1"]["latencies_ms"]], 50)
+        held, held_port = start_echo(hold_ms)
+        held_client = Single(binary, held_port)
+        try:
+            held_ms = [held_client(w)[0] for w in short[:10] + short][10:]
+        finally:
+            held_client.close()
+            held.terminate()
+            held.wait(30)
     finally:
         for p in (proc, echo):
             p.terminate()
@@ -429,6 +449,7 @@ def main() -> int:
         "p50_ms_1_client_all_rounds": {"in_process": pct(mine, 50), "wire": pct(theirs, 50)},
         "p50_overhead_ms_per_round": [r["p50_overhead_ms"] for r in per_round],
         "floor_p50_ms_1_client": floor[0]["p50_ms"],
+        "held_floor": {"hold_ms": hold_ms, "p50_ms": pct(held_ms, 50), "overhead_ms": pct(held_ms, 50) - hold_ms},
         "bound_words_per_s_32_clients": bound, "bound_ratio": bound / b32["words_per_s"],
     }  # fmt: skip
     row = "| {} | {} | {:.0f} | {} | {} | {} | {} | {} |"
@@ -457,8 +478,10 @@ def main() -> int:
         f"- single-word p50 over the wire minus in-process: {p50_overhead:+.2f} ms "
         f"({pct(theirs, 50):.2f} vs {pct(mine, 50):.2f} ms over {len(mine)} words, each decoded in process and "
         f"then requested over the wire; per round: "
-        f"{', '.join(f'{r:+.2f}' for r in result['p50_overhead_ms_per_round'])}); the bare server's p50 alone: "
-        f"{floor[0]['p50_ms']:.2f} ms",
+        f"{', '.join(f'{r:+.2f}' for r in result['p50_overhead_ms_per_round'])}); the bare server's p50: "
+        f"{floor[0]['p50_ms']:.2f} ms answering at once, {pct(held_ms, 50):.2f} ms when it keeps each request "
+        f"{hold_ms:.2f} ms (the in-process p50) on a busy thread first: "
+        f"{result['held_floor']['overhead_ms']:+.2f} ms from the Python gRPC stack alone",
         f"- the wire's bound on these {cores} cores (in-process CPU per word at batch 32 + the floor's server and "
         f"client CPU per request, every core busy, perfect batching): {bound:.0f} words/s = "
         f"{result['bound_ratio']:.2f}x in-process batch 32; 32 clients reached {w32['words_per_s']:.0f}",
