@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick loadgen unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick loadgen loadtest unit export train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,13 @@ bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the ser
 
 # Debian's gRPC C++ packages, apt-get as root when missing; where that fails, its tests skip and the service bench
 # says so and uses its Python load generator.
+TARGET  ?= 127.0.0.1:50051
+CLIENTS ?= 32
+LOAD_WORDS ?= data/cmudict-0.7b.test
+
+loadtest: loadgen  ## load a running server: make loadtest TARGET=host:port CLIENTS=32 LOAD_WORDS=file
+	bench/loadgen/build/loadgen --target $(TARGET) --clients $(CLIENTS) --words $(LOAD_WORDS) --summary
+
 loadgen:  ## build the service bench's C++ load generator (optional: where it cannot, the bench uses Python's)
 	-bench/loadgen/build.sh --install
 

@@ -280,6 +280,23 @@ def test_cpp_load_generator_gets_the_in_process_outputs(server, test_words, load
     assert report["outputs"] == {w: " ".join(r[0].phonemes) for w, r in zip(test_words, local, strict=True)}
 
 
+def test_cpp_load_generator_summary_and_an_unreachable_server(server, loadgen, tmp_path):
+    lexicon = tmp_path / "lexicon.txt"  # dictionary lines: the first field is the word
+    lexicon.write_text("HELLO  HH AH0 L OW1\nWORLD  W ER1 L D\n\nSPEECH  S P IY1 CH\n")
+    done = subprocess.run(
+        [loadgen, "--target", f"127.0.0.1:{server.port}", "--words", str(lexicon), "--clients", "2", "--summary"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 clients, 3 single-word requests" in done.stdout and "failed: 0" in done.stdout
+    assert "latency ms: p50" in done.stdout
+    dead = subprocess.run(
+        [loadgen, "--target", "127.0.0.1:1", "--words", str(lexicon), "--timeout-ms", "300", "--summary"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert dead.returncode == 1 and "failed (above); nothing measured" in dead.stderr and dead.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -1,14 +1,18 @@
-// A closed-loop gRPC load generator for the G2P service (bench only), in C++ so that the load costs the shared
-// CPUs little next to the server it measures (a Python client spends ~0.25 ms of CPU per request here).
+// A closed-loop gRPC load generator for the G2P service (the service bench's, and `make loadtest`), in C++ so that
+// the load costs the CPUs little next to the server it measures (a Python client spends ~0.25 ms per request here).
 //
-//   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0]
+//   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0] [--summary]
 //   loadgen --target 127.0.0.1:50051 --words -            (one client, driven word by word; see below)
 //
+// FILE: one word per line, the first whitespace-separated field (a word list, or a `WORD  PHONEMES` dictionary).
 // Each of --clients threads has its own channel (its own HTTP/2 connection, like separate client processes) and
 // sends single-word g2p.v1.G2P/Generate requests one after another: client k takes words k, k+clients, ...
 // Prints one JSON object to stdout: wall time, this process's CPU time, every request's latency (ms, in word
 // order), the first hypothesis per word (so the caller can check outputs against the in-process engine) and
-// the non-OK status codes (each failed request also gets a line on stderr). Exit code 0, or 2 on bad arguments.
+// the non-OK status codes (the first 10 failures also get a line on stderr). Exit code 0; 1 when a warm-up request
+// failed (the server is not there: nothing is measured); 2 on bad arguments.
+// --summary prints a few human-readable lines instead (throughput, latency percentiles, failures) and exits 1
+// when a request failed.
 // Before the clock starts each client sends 1 + --warmup unmeasured requests, which wait for their connection;
 // measured requests fail fast.
 //
@@ -18,6 +22,8 @@
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -76,8 +82,13 @@ struct Result {
 int main(int argc, char** argv) {
   std::string target, words_path;
   int clients = 1, timeout_ms = 30000, warmup = 0;
+  bool summary = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--summary") {
+      summary = true;
+      continue;
+    }
     if (i + 1 >= argc) return usage(("missing value after " + arg).c_str());
     const std::string value = argv[++i];
     if (arg == "--target") {
@@ -105,7 +116,9 @@ int main(int argc, char** argv) {
     std::ifstream in(words_path);
     if (!in) return usage(("cannot read --words " + words_path).c_str());
     for (std::string line; std::getline(in, line);) {
-      if (!line.empty()) words.push_back(line);
+      std::istringstream fields(line);
+      std::string word;
+      if (fields >> word) words.push_back(word);
     }
     if (words.empty()) return usage("--words: the file has no words");
   }
@@ -116,20 +129,22 @@ int main(int argc, char** argv) {
     args.SetInt("loadgen.client", k);  // a distinct argument: a channel of its own, not a shared subchannel
     channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
   }
-  auto call = [&](g2p::v1::G2P::Stub& stub, const std::string& word, Result* out) {
+  std::atomic<int> reported{0};
+  std::mutex stderr_lock;
+  auto call = [&](g2p::v1::G2P::Stub& stub, const std::string& word, Result* out, bool warm = false) {
     g2p::v1::GenerateRequest request;
     request.add_inputs(word);
     g2p::v1::GenerateResponse response;
     grpc::ClientContext context;
-    context.set_wait_for_ready(out == nullptr);  // warm-up calls wait for their connection; measured ones fail fast
+    context.set_wait_for_ready(warm);  // warm-up calls wait for their connection; measured ones fail fast
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     const auto t0 = std::chrono::steady_clock::now();
     const grpc::Status status = stub.Generate(&context, request, &response);
     const auto t1 = std::chrono::steady_clock::now();
-    if (out == nullptr) return;
     out->latency_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
     out->code = status.error_code();
-    if (!status.ok()) {
+    if (!status.ok() && reported++ < 10) {  // the first failures, not thousands of lines
+      const std::lock_guard<std::mutex> hold(stderr_lock);
       std::cerr << "loadgen: " << word << ": status " << status.error_code() << ": " << status.error_message() << "\n";
     }
     if (status.ok() && response.outputs_size() == 1 && response.outputs(0).hypotheses_size() > 0) {
@@ -146,16 +161,26 @@ int main(int argc, char** argv) {
     return 0;
   }
   // warm-up: every connection up and used once before the clock starts
+  std::atomic<bool> warm_failed{false};
   {
     std::vector<std::thread> threads;
     for (int k = 0; k < clients; ++k) {
       threads.emplace_back([&, k] {
         g2p::v1::G2P::Stub stub(channels[k]);
-        for (int i = 0; i <= warmup; ++i) call(stub, words[(k + i) % words.size()], nullptr);
+        for (int i = 0; i <= warmup && !warm_failed; ++i) {
+          Result r;
+          call(stub, words[(k + i) % words.size()], &r, true);
+          if (r.code != 0) warm_failed = true;
+        }
       });
     }
     for (auto& t : threads) t.join();
   }
+  if (warm_failed) {
+    std::cerr << "loadgen: warm-up requests to " << target << " failed (above); nothing measured\n";
+    return 1;
+  }
+  reported = 0;
   std::vector<Result> results(words.size());
   const double cpu0 = cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
@@ -173,6 +198,25 @@ int main(int argc, char** argv) {
   const double cpu = cpu_seconds() - cpu0;
 
   std::map<int, int> errors;
+  if (summary) {
+    std::vector<double> sorted;
+    for (const auto& r : results) {
+      sorted.push_back(r.latency_ms);
+      if (r.code != 0) ++errors[r.code];
+    }
+    std::sort(sorted.begin(), sorted.end());
+    auto q = [&](double p) { return sorted[std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()))]; };
+    std::printf("%d clients, %zu single-word requests in %.2f s: %.0f requests/s\n", clients, words.size(), wall,
+                words.size() / wall);
+    std::printf("latency ms: p50 %.2f  p90 %.2f  p95 %.2f  p99 %.2f  max %.2f\n", q(0.50), q(0.90), q(0.95), q(0.99),
+                sorted.back());
+    int failed = 0;
+    for (const auto& [code, n] : errors) failed += n;
+    std::printf("failed: %d", failed);
+    for (const auto& [code, n] : errors) std::printf("  (status %d: %d)", code, n);
+    std::printf("\nload generator CPU: %.3f ms per request\n", 1000 * cpu / words.size());
+    return failed ? 1 : 0;
+  }
   std::ostringstream lat, out;
   for (size_t i = 0; i < words.size(); ++i) {
     if (results[i].code != 0) ++errors[results[i].code];
