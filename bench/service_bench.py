@@ -318,6 +318,151 @@ def paired(local: InProcess, single: Single, words: list[str], server_pid: int) 
 
 
 # ---------------------------------------------------------------------------------------------- main
+def measure(args: argparse.Namespace, binary: str | None, words: list[str]) -> dict:
+    """Every measurement of the run, raw: the alternating rounds, the floors, the server's start and memory."""
+    load = Load(binary)
+    short = words[:LATENCY_WORDS]
+    local = InProcess(resolve_bundle(args.bundle_root, args.name), args.threads)
+    local.decode(words[:64])  # warm-up
+    reference = local.decode(words)
+    proc, port, to_serving = start_server(args.bundle_root, args.threads)
+    helpers: list[subprocess.Popen[bytes]] = []
+    try:
+        echo, echo_port = start_echo()
+        helpers.append(echo)
+        load.run(port, words[:64], 32, proc.pid)  # warm the server
+        rss_warm = rss_mb(proc.pid)
+        rounds = []
+        single = Single(binary, port)
+        try:
+            for _ in range(args.rounds):  # in process, then the same words over the wire
+                b1, w1 = paired(local, single, short, proc.pid)
+                b32, w32 = local.throughput(words), load.run(port, words, 32, proc.pid)
+                w8 = load.run(port, words, 8, proc.pid)
+                rounds.append({"in_process_batch1": b1, "in_process_batch32": b32, "wire": [w1, w8, w32]})
+        finally:
+            single.close()
+        floor = [load.run(echo_port, short if c == 1 else words, c, echo.pid) for c in CLIENTS]
+        rss_loaded = rss_mb(proc.pid)
+        # the latency floor: a bare server that holds each request as long as the in-process p50 decode
+        hold_ms = pct([x for r in rounds for x in r["in_process_batch1"]["latencies_ms"]], 50)
+        held, held_port = start_echo(hold_ms)
+        helpers.append(held)
+        held_client = Single(binary, held_port)
+        try:
+            held_ms = [held_client(w)[0] for w in short[:10] + short][10:]
+        finally:
+            held_client.close()
+    finally:
+        for p in (proc, *helpers):
+            p.terminate()
+        code = proc.wait(30)
+        for p in helpers:
+            p.wait(30)
+    return {"variant": local.variant, "reference": reference, "rounds": rounds, "floor": floor, "hold_ms": hold_ms,
+            "held_ms": held_ms, "seconds_to_serving": to_serving, "rss_warm": rss_warm, "rss_loaded": rss_loaded,
+            "exit_code": code}  # fmt: skip
+
+
+def summarize(raw: dict, args: argparse.Namespace, words: list[str]) -> dict:
+    """The targets' ratios (median round for throughput, all pairs together for latency), the floors, the bound,
+    the output check."""
+    rounds, floor, reference = raw["rounds"], raw["floor"], raw["reference"]
+    per_round = [
+        {"ratio": r["wire"][2]["words_per_s"] / r["in_process_batch32"]["words_per_s"],
+         "p50_overhead_ms": r["wire"][0]["p50_ms"] - r["in_process_batch1"]["p50_ms"], **r}
+        for r in rounds
+    ]  # fmt: skip
+    ratio_round = sorted(per_round, key=lambda r: r["ratio"])[len(per_round) // 2]  # the table's batch-32 numbers
+    mine = [x for r in rounds for x in r["in_process_batch1"].pop("latencies_ms")]
+    theirs = [x for r in rounds for x in r["wire"][0].pop("latencies_ms")]
+    cpu = {}
+    for k in ("server_cpu_ms_per_request", "client_cpu_ms_per_request"):
+        xs = [r["wire"][0][k] for r in rounds]
+        cpu[k] = None if None in xs else float(np.mean(xs))
+    w1 = {k: v for k, v in rounds[0]["wire"][0].items() if k != "outputs"} | cpu | {
+        "requests": len(theirs), "words_per_s": 1000 * len(theirs) / sum(theirs), "p50_ms": pct(theirs, 50),
+        "p95_ms": pct(theirs, 95), "p99_ms": pct(theirs, 99)}  # fmt: skip
+    wire = [w1, ratio_round["wire"][1], ratio_round["wire"][2]]
+    outputs = [(w["outputs"], reference[: len(w["outputs"])]) for r in rounds for w in r["wire"]]
+    checked = sum(len(got) for got, _ in outputs)
+    wrong = sum(a != b for got, want in outputs for a, b in zip(got, want, strict=True))
+    errors = sum(w["errors"] for r in rounds for w in r["wire"])
+    messages = [f"{w['clients']} clients: {m}" for r in rounds for w in r["wire"] for m in w["error_messages"]]
+    for w in (w for r in rounds for w in r["wire"]):
+        w.pop("outputs", None)
+    for w in floor:
+        w.pop("outputs", None)
+    b32 = ratio_round["in_process_batch32"]
+    # the most words/s the wire could carry here if batching were perfect: every core busy with nothing but the
+    # in-process engine's CPU per word plus the floor's server and client CPU per request
+    cores = len(os.sched_getaffinity(0))
+    f32 = floor[2]
+    bound = (
+        cores * 1000 / (b32["cpu_ms_per_word"] + f32["server_cpu_ms_per_request"] + f32["client_cpu_ms_per_request"])
+    )
+    held_p50 = pct(raw["held_ms"], 50)
+    return {
+        "machine": f"{cores} CPUs, {args.threads} workers x 1 intra-op thread; load generator: {wire[2]['generator']}",
+        "cores": cores, "variant": raw["variant"], "words": len(words), "rounds": per_round,
+        "in_process": {"batch1": {"p50_ms": pct(mine, 50), "p95_ms": pct(mine, 95),
+                                  "words_per_s": 1000 * len(mine) / sum(mine)}, "batch32": b32},
+        "wire": wire, "floor": floor, "seconds_to_serving": raw["seconds_to_serving"],
+        "rss_mb_after_warmup": raw["rss_warm"], "rss_mb_after_load": raw["rss_loaded"],
+        "exit_code_after_sigterm": raw["exit_code"], "errors": errors, "error_messages": messages[:10],
+        "outputs_checked": checked, "outputs_different_from_in_process": wrong,
+        "ratio_32_clients_vs_in_process_batch32": ratio_round["ratio"],
+        "ratio_per_round": [r["ratio"] for r in per_round],
+        "p50_overhead_ms_1_client": pct(theirs, 50) - pct(mine, 50), "single_word_pairs": len(mine),
+        "p50_overhead_ms_per_round": [r["p50_overhead_ms"] for r in per_round],
+        "held_floor": {"hold_ms": raw["hold_ms"], "p50_ms": held_p50, "overhead_ms": held_p50 - raw["hold_ms"]},
+        "bound_words_per_s_32_clients": bound, "bound_ratio": bound / b32["words_per_s"],
+    }  # fmt: skip
+
+
+def report(r: dict) -> str:
+    row = "| {} | {} | {:.0f} | {} | {} | {} | {} | {} |"
+
+    def f(x: float | None) -> str:
+        return "" if x is None else f"{x:.2f}"
+
+    b1, b32, floor, held = r["in_process"]["batch1"], r["in_process"]["batch32"], r["floor"], r["held_floor"]
+    lines = [
+        f"# Service vs in-process engine ({r['machine']}; {r['words']} test words, greedy, variant {r['variant']})",
+        "",
+        "| path | clients / batch | words/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|",
+        row.format("in-process", "batch 1", b1["words_per_s"], f(b1["p50_ms"]), f(b1["p95_ms"]), "", "", ""),
+        row.format("in-process", "batch 32", b32["words_per_s"], "", "", "", f(b32["cpu_ms_per_word"]) + " (per word)",
+                   ""),
+        *[row.format("gRPC", f"{w['clients']} clients", w["words_per_s"], f(w["p50_ms"]), f(w["p95_ms"]),
+                     f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]), f(w["client_cpu_ms_per_request"]))
+          for w in r["wire"]],
+        *[row.format("floor: bare gRPC server, no decoding", f"{w['clients']} clients", w["words_per_s"],
+                     f(w["p50_ms"]), f(w["p95_ms"]), f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]),
+                     f(w["client_cpu_ms_per_request"])) for w in floor],
+        "",
+        f"- 32 clients vs in-process batch 32: {r['ratio_32_clients_vs_in_process_batch32']:.2f}x (median of "
+        f"{len(r['rounds'])} alternating rounds: {', '.join(f'{x:.2f}' for x in r['ratio_per_round'])})",
+        f"- single-word p50 over the wire minus in-process: {r['p50_overhead_ms_1_client']:+.2f} ms "
+        f"({r['wire'][0]['p50_ms']:.2f} vs {b1['p50_ms']:.2f} ms over {r['single_word_pairs']} words, each decoded "
+        f"in process and then requested over the wire; per round: "
+        f"{', '.join(f'{x:+.2f}' for x in r['p50_overhead_ms_per_round'])}); the bare server's p50: "
+        f"{floor[0]['p50_ms']:.2f} ms answering at once, {held['p50_ms']:.2f} ms when it keeps each request "
+        f"{held['hold_ms']:.2f} ms (the in-process p50) on a busy thread first: {held['overhead_ms']:+.2f} ms from "
+        "the Python gRPC stack alone",
+        f"- the wire's bound on these {r['cores']} cores (in-process CPU per word at batch 32 + the floor's server "
+        f"and client CPU per request, every core busy, perfect batching): {r['bound_words_per_s_32_clients']:.0f} "
+        f"words/s = {r['bound_ratio']:.2f}x in-process batch 32; 32 clients reached {r['wire'][2]['words_per_s']:.0f}",
+        f"- outputs over the wire identical to the in-process engine: "
+        f"{r['outputs_checked'] - r['outputs_different_from_in_process']}/{r['outputs_checked']}; errors: "
+        f"{r['errors']}",
+        f"- start to SERVING: {r['seconds_to_serving']:.2f} s; RSS after warm-up {r['rss_mb_after_warmup']:.0f} MB, "
+        f"after the load {r['rss_mb_after_load']:.0f} MB; exit code after SIGTERM: {r['exit_code_after_sigterm']}",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle-root", type=Path, default=ROOT / "models")
@@ -342,160 +487,16 @@ def main() -> int:
     if args.generator == "cpp" and binary is None:
         print("--generator cpp: bench/loadgen/build.sh failed (bench/loadgen/build.sh --install gets its packages)")
         return 1
-    load = Load(binary)
-    bundle = resolve_bundle(args.bundle_root, args.name)
     all_words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
     words = all_words[:: max(len(all_words) // args.words, 1)][: args.words]
-    short = words[:LATENCY_WORDS]
-
-    local = InProcess(bundle, args.threads)
-    local.decode(words[:64])  # warm-up
-    reference = local.decode(words)
-    proc, port, to_serving = start_server(args.bundle_root, args.threads)
-    echo, echo_port = start_echo()
-    try:
-        load.run(port, words[:64], 32, proc.pid)  # warm the server
-        rss_warm = rss_mb(proc.pid)
-        rounds = []
-        single = Single(binary, port)
-        try:
-            for _ in range(args.rounds):  # in process, then the same words over the wire
-                b1, w1 = paired(local, single, short, proc.pid)
-                b32, w32 = local.throughput(words), load.run(port, words, 32, proc.pid)
-                w8 = load.run(port, words, 8, proc.pid)
-                rounds.append({"in_process_batch1": b1, "in_process_batch32": b32, "wire": [w1, w8, w32]})
-        finally:
-            single.close()
-        floor = [load.run(echo_port, short if c == 1 else words, c, echo.pid) for c in CLIENTS]
-        rss_loaded = rss_mb(proc.pid)
-        # the latency floor: a bare server that holds each request as long as the in-process p50 decode
-        hold_ms = pct([x for r in rounds for x in r["in_process_batch1"]["latencies_ms"]], 50)
-        held, held_port = start_echo(hold_ms)
-        held_client = Single(binary, held_port)
-        try:
-            held_ms = [held_client(w)[0] for w in short[:10] + short][10:]
-        finally:
-            held_client.close()
-            held.terminate()
-            held.wait(30)
-    finally:
-        for p in (proc, echo):
-            p.terminate()
-        code = proc.wait(30)
-        echo.wait(30)
-
-    def median_round(key: str) -> dict:
-        """The round whose ``key`` is the median (the table's other numbers come from that same round)."""
-        return sorted(per_round, key=lambda r: r[key])[len(per_round) // 2]
-
-    per_round = [
-        {"ratio": r["wire"][2]["words_per_s"] / r["in_process_batch32"]["words_per_s"],
-         "p50_overhead_ms": r["wire"][0]["p50_ms"] - r["in_process_batch1"]["p50_ms"], **r}
-        for r in rounds
-    ]  # fmt: skip
-    ratio_round = median_round("ratio")
-    # single words: every round's pairs together
-    mine = [x for r in rounds for x in r["in_process_batch1"].pop("latencies_ms")]
-    theirs = [x for r in rounds for x in r["wire"][0].pop("latencies_ms")]
-    p50_overhead = pct(theirs, 50) - pct(mine, 50)
-    b1 = {"p50_ms": pct(mine, 50), "p95_ms": pct(mine, 95), "words_per_s": 1000 * len(mine) / sum(mine)}
-    cpu = {}
-    for k in ("server_cpu_ms_per_request", "client_cpu_ms_per_request"):
-        xs = [r["wire"][0][k] for r in rounds]
-        cpu[k] = None if None in xs else float(np.mean(xs))
-    w1 = (
-        rounds[0]["wire"][0]
-        | cpu
-        | {
-            "requests": len(theirs),
-            "words_per_s": 1000 * len(theirs) / sum(theirs),
-            "p50_ms": pct(theirs, 50),
-            "p95_ms": pct(theirs, 95),
-            "p99_ms": pct(theirs, 99),
-        }
-    )
-    wire = [w1, ratio_round["wire"][1], ratio_round["wire"][2]]
-    checked = sum(len(w["outputs"]) for r in rounds for w in r["wire"])
-    wrong = sum(
-        a != b
-        for r in rounds
-        for w in r["wire"]
-        for a, b in zip(w["outputs"], reference[: len(w["outputs"])], strict=True)
-    )
-    errors = sum(w["errors"] for r in rounds for w in r["wire"])
-    b32 = ratio_round["in_process_batch32"]
-    f32 = floor[2]
-    w32 = ratio_round["wire"][2]
-    # the most words/s the wire could carry here if batching were perfect: both cores busy with nothing but the
-    # in-process engine's CPU per word plus the floor's server and client CPU per request
-    cores = len(os.sched_getaffinity(0))
-    cost = b32["cpu_ms_per_word"] + f32["server_cpu_ms_per_request"] + f32["client_cpu_ms_per_request"]
-    bound = cores * 1000 / cost
-    for r in rounds:
-        for w in r["wire"]:
-            w.pop("outputs")
-    for w in [*floor, w1]:
-        w.pop("outputs", None)
-    result = {
-        "machine": f"{cores} CPUs, {args.threads} workers x 1 intra-op thread; load generator: {wire[2]['generator']}",
-        "bundle": str(bundle), "variant": local.variant, "words": len(words), "rounds": per_round,
-        "in_process": {"batch1": b1, "batch32": b32},
-        "wire": wire, "floor": floor, "seconds_to_serving": to_serving, "rss_mb_after_warmup": rss_warm,
-        "rss_mb_after_load": rss_loaded, "exit_code_after_sigterm": code, "errors": errors,
-        "outputs_checked": checked, "outputs_different_from_in_process": wrong,
-        "ratio_32_clients_vs_in_process_batch32": ratio_round["ratio"],
-        "ratio_per_round": [r["ratio"] for r in per_round],
-        "p50_overhead_ms_1_client": p50_overhead, "single_word_pairs": len(mine),
-        "p50_ms_1_client_all_rounds": {"in_process": pct(mine, 50), "wire": pct(theirs, 50)},
-        "p50_overhead_ms_per_round": [r["p50_overhead_ms"] for r in per_round],
-        "floor_p50_ms_1_client": floor[0]["p50_ms"],
-        "held_floor": {"hold_ms": hold_ms, "p50_ms": pct(held_ms, 50), "overhead_ms": pct(held_ms, 50) - hold_ms},
-        "bound_words_per_s_32_clients": bound, "bound_ratio": bound / b32["words_per_s"],
-    }  # fmt: skip
-    row = "| {} | {} | {:.0f} | {} | {} | {} | {} | {} |"
-
-    def f(x: float | None) -> str:
-        return "" if x is None else f"{x:.2f}"
-
-    lines = [
-        f"# Service vs in-process engine ({result['machine']}; {len(words)} test words, greedy, variant "
-        f"{local.variant})",
-        "",
-        "| path | clients / batch | words/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | client CPU ms/req |",
-        "|---|---|---|---|---|---|---|---|",
-        row.format("in-process", "batch 1", b1["words_per_s"], f(b1["p50_ms"]), f(b1["p95_ms"]), "", "", ""),
-        row.format("in-process", "batch 32", b32["words_per_s"], "", "", "", f(b32["cpu_ms_per_word"]) + " (per word)",
-                   ""),
-        *[row.format("gRPC", f"{w['clients']} clients", w["words_per_s"], f(w["p50_ms"]), f(w["p95_ms"]),
-                     f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]), f(w["client_cpu_ms_per_request"]))
-          for w in wire],
-        *[row.format("floor: bare gRPC server, no decoding", f"{w['clients']} clients", w["words_per_s"],
-                     f(w["p50_ms"]), f(w["p95_ms"]), f(w["p99_ms"]), f(w["server_cpu_ms_per_request"]),
-                     f(w["client_cpu_ms_per_request"])) for w in floor],
-        "",
-        f"- 32 clients vs in-process batch 32: {result['ratio_32_clients_vs_in_process_batch32']:.2f}x (median of "
-        f"{len(per_round)} alternating rounds: {', '.join(f'{r:.2f}' for r in result['ratio_per_round'])})",
-        f"- single-word p50 over the wire minus in-process: {p50_overhead:+.2f} ms "
-        f"({pct(theirs, 50):.2f} vs {pct(mine, 50):.2f} ms over {len(mine)} words, each decoded in process and "
-        f"then requested over the wire; per round: "
-        f"{', '.join(f'{r:+.2f}' for r in result['p50_overhead_ms_per_round'])}); the bare server's p50: "
-        f"{floor[0]['p50_ms']:.2f} ms answering at once, {pct(held_ms, 50):.2f} ms when it keeps each request "
-        f"{hold_ms:.2f} ms (the in-process p50) on a busy thread first: "
-        f"{result['held_floor']['overhead_ms']:+.2f} ms from the Python gRPC stack alone",
-        f"- the wire's bound on these {cores} cores (in-process CPU per word at batch 32 + the floor's server and "
-        f"client CPU per request, every core busy, perfect batching): {bound:.0f} words/s = "
-        f"{result['bound_ratio']:.2f}x in-process batch 32; 32 clients reached {w32['words_per_s']:.0f}",
-        f"- outputs over the wire identical to the in-process engine: {checked - wrong}/{checked}; errors: {errors}",
-        f"- start to SERVING: {to_serving:.2f} s; RSS after warm-up {rss_warm:.0f} MB, after the load "
-        f"{rss_loaded:.0f} MB; exit code after SIGTERM: {code}",
-    ]  # fmt: skip
-    text = "\n".join(lines) + "\n"
+    result = summarize(measure(args, binary, words), args, words)
+    text = report(result)
     print(text)
-    if wrong or errors:
-        print(f"FAILED: {wrong} outputs over the wire differ from the in-process engine, {errors} errors")
-        for w in (w for r in rounds for w in r["wire"]):
-            for m in w["error_messages"]:
-                print(f"  {w['clients']} clients: {m}")
+    if result["outputs_different_from_in_process"] or result["errors"]:
+        print(f"FAILED: {result['outputs_different_from_in_process']} outputs over the wire differ from the "
+              f"in-process engine, {result['errors']} errors")  # fmt: skip
+        for m in result["error_messages"]:
+            print(f"  {m}")
         return 1
     if args.quick:
         return 0
