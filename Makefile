@@ -67,9 +67,10 @@ bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the ser
 TARGET  ?= 127.0.0.1:50051
 CLIENTS ?= 32
 LOAD_WORDS ?= data/cmudict-0.7b.test
+LOAD_ARGS ?=
 
-loadtest: loadgen  ## load a running server: make loadtest TARGET=host:port CLIENTS=32 LOAD_WORDS=file
-	bench/loadgen/build/loadgen --target $(TARGET) --clients $(CLIENTS) --words $(LOAD_WORDS) --summary
+loadtest: loadgen  ## load a running server: make loadtest TARGET=host:port CLIENTS=32 LOAD_WORDS=file LOAD_ARGS="--beam 5"
+	bench/loadgen/build/loadgen --target $(TARGET) --clients $(CLIENTS) --words $(LOAD_WORDS) --summary $(LOAD_ARGS)
 
 loadgen:  ## build the service bench's C++ load generator (optional: where it cannot, the bench uses Python's)
 	-bench/loadgen/build.sh --install

@@ -284,7 +284,8 @@ def test_cpp_load_generator_summary_and_an_unreachable_server(server, loadgen, t
     lexicon = tmp_path / "lexicon.txt"  # dictionary lines: the first field is the word
     lexicon.write_text("HELLO  HH AH0 L OW1\nWORLD  W ER1 L D\n\nSPEECH  S P IY1 CH\n")
     done = subprocess.run(
-        [loadgen, "--target", f"127.0.0.1:{server.port}", "--words", str(lexicon), "--clients", "2", "--summary"],
+        [loadgen, "--target", f"127.0.0.1:{server.port}", "--words", str(lexicon), "--clients", "2", "--summary",
+         "--beam", "3"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -302,6 +303,8 @@ def test_cpp_load_generator_summary_and_an_unreachable_server(server, loadgen, t
     [
         (["--clients", "0"], "--clients must be in 1..4096"),
         (["--timeout-ms", "0"], "--timeout-ms must be >= 1"),
+        (["--beam", "-1"], "--beam must be >= 1"),
+        (["--words", "-", "--clients", "2"], "--words - drives one client"),
         (["--words", "/nonexistent"], "cannot read --words /nonexistent"),
         (["--bogus", "1"], "unknown argument --bogus"),
         (["--clients"], "missing value after --clients"),

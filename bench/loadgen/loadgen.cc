@@ -1,10 +1,12 @@
 // A closed-loop gRPC load generator for the G2P service (the service bench's, and `make loadtest`), in C++ so that
 // the load costs the CPUs little next to the server it measures (a Python client spends ~0.25 ms per request here).
 //
-//   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0] [--summary]
+//   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0] [--beam N]
+//           [--summary]
 //   loadgen --target 127.0.0.1:50051 --words -            (one client, driven word by word; see below)
 //
 // FILE: one word per line, the first whitespace-separated field (a word list, or a `WORD  PHONEMES` dictionary).
+// --beam N: options.beam_size of every request (default: the server's).
 // Each of --clients threads has its own channel (its own HTTP/2 connection, like separate client processes) and
 // sends single-word g2p.v1.G2P/Generate requests one after another: client k takes words k, k+clients, ...
 // Prints one JSON object to stdout: wall time, this process's CPU time, every request's latency (ms, in word
@@ -67,7 +69,8 @@ std::string json_string(const std::string& s) {
 
 int usage(const char* msg) {
   std::cerr << "loadgen: " << msg
-            << "\nusage: loadgen --target HOST:PORT --words FILE --clients N [--timeout-ms MS] [--warmup N]\n";
+            << "\nusage: loadgen --target HOST:PORT --words FILE|- [--clients N] [--timeout-ms MS] [--warmup N] [--beam N]"
+               " [--summary]\n";
   return 2;
 }
 
@@ -81,7 +84,7 @@ struct Result {
 
 int main(int argc, char** argv) {
   std::string target, words_path;
-  int clients = 1, timeout_ms = 30000, warmup = 0;
+  int clients = 1, timeout_ms = 30000, warmup = 0, beam = 0;
   bool summary = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -99,6 +102,8 @@ int main(int argc, char** argv) {
       clients = std::atoi(value.c_str());
     } else if (arg == "--timeout-ms") {
       timeout_ms = std::atoi(value.c_str());
+    } else if (arg == "--beam") {
+      beam = std::atoi(value.c_str());
     } else if (arg == "--warmup") {
       warmup = std::atoi(value.c_str());
     } else {
@@ -109,6 +114,7 @@ int main(int argc, char** argv) {
   if (clients < 1 || clients > 4096) return usage("--clients must be in 1..4096");
   if (timeout_ms < 1) return usage("--timeout-ms must be >= 1");
   if (warmup < 0) return usage("--warmup must be >= 0");
+  if (beam < 0) return usage("--beam must be >= 1 (0: the server's default)");
   const bool interactive = words_path == "-";
   if (interactive && clients != 1) return usage("--words - drives one client (--clients 1)");
   std::vector<std::string> words;
@@ -134,6 +140,7 @@ int main(int argc, char** argv) {
   auto call = [&](g2p::v1::G2P::Stub& stub, const std::string& word, Result* out, bool warm = false) {
     g2p::v1::GenerateRequest request;
     request.add_inputs(word);
+    if (beam > 0) request.mutable_options()->set_beam_size(beam);
     g2p::v1::GenerateResponse response;
     grpc::ClientContext context;
     context.set_wait_for_ready(warm);  // warm-up calls wait for their connection; measured ones fail fast
