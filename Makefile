@@ -56,6 +56,7 @@ compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfil
 bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTranslate2, g2p_en) + the service; bench/results/
 	$(PY) bench/engines.py
 	$(PY) bench/service_bench.py
+	$(PY) bench/service_bench.py --server-cpus 0 --client-cpus 1 --out bench/results/service_split
 	$(PY) bench/ort_profile.py
 
 bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the service run on a few words and agree

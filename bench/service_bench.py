@@ -19,6 +19,10 @@ The load generator is ``bench/loadgen`` (C++, built here with Debian's gRPC pack
 when it builds, else threads in this process (``--generator python``); the report says which ran. Each client
 has its own connection and sends one word at a time.
 
+On a machine with more cores, ``--server-cpus 0-1 --client-cpus 2-7`` keeps the load generator off the server's
+CPUs (``taskset``): the server, the bare servers and the in-process engine share the first set, and the bound no
+longer counts the generator's CPU.
+
 The two headline ratios are taken in ``--rounds`` alternating rounds (in process, then over the wire, on the same
 words), and the median of the per-round ratios is reported: this machine is shared, and a slow minute then hits
 both sides of a round.
@@ -76,6 +80,24 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+def parse_cpus(text: str) -> set[int]:
+    """``0-1,4`` -> {0, 1, 4}"""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a CPU list: {text!r} (e.g. 0-1,4)") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"an empty CPU list: {text!r}")
+    return cpus
 
 
 def free_port() -> int:
@@ -181,12 +203,12 @@ def build_loadgen() -> str | None:
     return str(LOADGEN)
 
 
-def load_cpp(binary: str, port: int, words: list[str], clients: int) -> dict:
+def load_cpp(binary: list[str], port: int, words: list[str], clients: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(words) + "\n")
         f.flush()
         done = subprocess.run(
-            [binary, "--target", f"127.0.0.1:{port}", "--words", f.name, "--clients", str(clients), "--warmup", "2"],
+            [*binary, "--target", f"127.0.0.1:{port}", "--words", f.name, "--clients", str(clients), "--warmup", "2"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
     out = json.loads(done.stdout)
@@ -231,7 +253,10 @@ def load_python(port: int, words: list[str], clients: int) -> dict:
 
 
 class Load:
-    def __init__(self, binary: str | None) -> None:
+    """``binary``: the C++ generator's command line (with ``taskset`` when it has CPUs of its own), or None for the
+    Python one."""
+
+    def __init__(self, binary: list[str] | None) -> None:
         self.binary = binary
 
     def run(self, port: int, words: list[str], clients: int, server_pid: int) -> dict:
@@ -251,11 +276,11 @@ class Single:
     """One client driven word by word, so that its requests can alternate with in-process decodes of the same
     words: the C++ generator's ``--words -`` mode (it times each RPC itself), or a stub here."""
 
-    def __init__(self, binary: str | None, port: int) -> None:
+    def __init__(self, binary: list[str] | None, port: int) -> None:
         self.proc: subprocess.Popen[str] | None = None
         self.channel: grpc.Channel | None = None
         if binary:
-            self.proc = subprocess.Popen([binary, "--target", f"127.0.0.1:{port}", "--words", "-"], text=True,
+            self.proc = subprocess.Popen([*binary, "--target", f"127.0.0.1:{port}", "--words", "-"], text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
         else:
             self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -318,7 +343,7 @@ def paired(local: InProcess, single: Single, words: list[str], server_pid: int) 
 
 
 # ---------------------------------------------------------------------------------------------- main
-def measure(args: argparse.Namespace, binary: str | None, words: list[str]) -> dict:
+def measure(args: argparse.Namespace, binary: list[str] | None, words: list[str]) -> dict:
     """Every measurement of the run, raw: the alternating rounds, the floors, the server's start and memory."""
     load = Load(binary)
     short = words[:LATENCY_WORDS]
@@ -394,16 +419,22 @@ def summarize(raw: dict, args: argparse.Namespace, words: list[str]) -> dict:
     for w in floor:
         w.pop("outputs", None)
     b32 = ratio_round["in_process_batch32"]
-    # the most words/s the wire could carry here if batching were perfect: every core busy with nothing but the
-    # in-process engine's CPU per word plus the floor's server and client CPU per request
-    cores = len(os.sched_getaffinity(0))
+    # the most words/s the wire could carry here if batching were perfect: every server core busy with nothing but
+    # the in-process engine's CPU per word plus the floor's server CPU per request (and the load generator's, when
+    # it shares the server's cores)
+    cores = len(os.sched_getaffinity(0))  # the server's (main() pins this process to them)
     f32 = floor[2]
-    bound = (
-        cores * 1000 / (b32["cpu_ms_per_word"] + f32["server_cpu_ms_per_request"] + f32["client_cpu_ms_per_request"])
-    )
+    client_ms = 0.0 if args.client_cpus else f32["client_cpu_ms_per_request"]
+    own = sorted(args.client_cpus or ())
+    where = f"{plural(len(own), 'CPU')} {','.join(map(str, own))} of its own" if own else "the same CPUs"
+    bound = cores * 1000 / (b32["cpu_ms_per_word"] + f32["server_cpu_ms_per_request"] + client_ms)
     held_p50 = pct(raw["held_ms"], 50)
     return {
-        "machine": f"{cores} CPUs, {args.threads} workers x 1 intra-op thread; load generator: {wire[2]['generator']}",
+        "machine": f"{cores} {plural(cores, 'CPU')} for the server, {args.threads} "
+        f"{plural(args.threads, 'worker')} x 1 intra-op thread; load generator: "
+        f"{wire[2]['generator']}"
+        + f" on {where}",
+        "load_generator_on_own_cpus": bool(args.client_cpus),
         "cores": cores, "variant": raw["variant"], "words": len(words), "rounds": per_round,
         "in_process": {"batch1": {"p50_ms": pct(mine, 50), "p95_ms": pct(mine, 95),
                                   "words_per_s": 1000 * len(mine) / sum(mine)}, "batch32": b32},
@@ -451,8 +482,10 @@ def report(r: dict) -> str:
         f"{floor[0]['p50_ms']:.2f} ms answering at once, {held['p50_ms']:.2f} ms when it keeps each request "
         f"{held['hold_ms']:.2f} ms (the in-process p50) on a busy thread first: {held['overhead_ms']:+.2f} ms from "
         "the Python gRPC stack alone",
-        f"- the wire's bound on these {r['cores']} cores (in-process CPU per word at batch 32 + the floor's server "
-        f"and client CPU per request, every core busy, perfect batching): {r['bound_words_per_s_32_clients']:.0f} "
+        f"- the wire's bound on the server's {r['cores']} {plural(r['cores'], 'core')} (in-process CPU per word at "
+        "batch 32 + the floor's server "
+        + ("" if r["load_generator_on_own_cpus"] else "and client ")
+        + f"CPU per request, every core busy, perfect batching): {r['bound_words_per_s_32_clients']:.0f} "
         f"words/s = {r['bound_ratio']:.2f}x in-process batch 32; 32 clients reached {r['wire'][2]['words_per_s']:.0f}",
         f"- outputs over the wire identical to the in-process engine: "
         f"{r['outputs_checked'] - r['outputs_different_from_in_process']}/{r['outputs_checked']}; errors: "
@@ -468,7 +501,19 @@ def main() -> int:
     ap.add_argument("--bundle-root", type=Path, default=ROOT / "models")
     ap.add_argument("--name", default="g2p")
     ap.add_argument("--words", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, help="decoding workers (default: the server's CPUs, or 2)")
+    ap.add_argument(
+        "--server-cpus",
+        type=parse_cpus,
+        metavar="LIST",
+        help="pin the server, the bare servers and the in-process engine to these CPUs (e.g. 0-1)",
+    )
+    ap.add_argument(
+        "--client-cpus",
+        type=parse_cpus,
+        metavar="LIST",
+        help="run the (C++) load generator on these CPUs, apart from the server's (e.g. 2-7)",
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--generator", choices=("auto", "cpp", "python"), default="auto")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service")
@@ -483,10 +528,22 @@ def main() -> int:
         args.words, args.rounds = 96, 1
     if args.rounds < 1 or args.words < 32:
         ap.error("--rounds must be >= 1 and --words >= 32")
-    binary = None if args.generator == "python" else build_loadgen()
-    if args.generator == "cpp" and binary is None:
+    available = os.sched_getaffinity(0)
+    for flag, cpus in (("--server-cpus", args.server_cpus), ("--client-cpus", args.client_cpus)):
+        if cpus and not cpus <= available:
+            ap.error(f"{flag}: CPUs {sorted(cpus - available)} are not available here (available: {sorted(available)})")
+    if args.server_cpus:
+        os.sched_setaffinity(0, args.server_cpus)  # before any thread or child: all of them inherit it
+    args.threads = args.threads or (len(args.server_cpus) if args.server_cpus else 2)
+    path = None if args.generator == "python" else build_loadgen()
+    if args.generator == "cpp" and path is None:
         print("--generator cpp: bench/loadgen/build.sh failed (bench/loadgen/build.sh --install gets its packages)")
         return 1
+    if args.client_cpus and path is None:
+        print("--client-cpus needs the C++ load generator (bench/loadgen/build.sh --install)")
+        return 1
+    cpus = ",".join(map(str, sorted(args.client_cpus or ())))
+    binary = None if path is None else (["taskset", "-c", cpus, path] if args.client_cpus else [path])
     all_words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
     words = all_words[:: max(len(all_words) // args.words, 1)][: args.words]
     result = summarize(measure(args, binary, words), args, words)
