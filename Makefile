@@ -62,6 +62,7 @@ bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTransl
 bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the service run on a few words and agree
 	$(PY) bench/engines.py --quick
 	$(PY) bench/service_bench.py --quick
+	if [ "$$(nproc)" -ge 2 ]; then $(PY) bench/service_bench.py --quick --server-cpus 0 --client-cpus 1; fi
 
 # Debian's gRPC C++ packages, apt-get as root when missing; where that fails, its tests skip and the service bench
 # says so and uses its Python load generator.
