@@ -62,7 +62,9 @@ bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTransl
 bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the service run on a few words and agree
 	$(PY) bench/engines.py --quick
 	$(PY) bench/service_bench.py --quick
-	if [ "$$(nproc)" -ge 2 ]; then $(PY) bench/service_bench.py --quick --server-cpus 0 --client-cpus 1; fi
+	if [ "$$(nproc)" -ge 2 ] && [ -x bench/loadgen/build/loadgen ]; then \
+		$(PY) bench/service_bench.py --quick --server-cpus 0 --client-cpus 1; \
+	else echo "bench-quick: no second CPU or no C++ load generator: the split service run is skipped"; fi
 
 # Debian's gRPC C++ packages, apt-get as root when missing; where that fails, its tests skip and the service bench
 # says so and uses its Python load generator.
