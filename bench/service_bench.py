@@ -44,7 +44,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,6 +56,7 @@ from g2p.pipeline import ParallelTranscriber  # noqa: E402
 from g2p.tokenization import G2PTokenizers  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
+from service.client import G2PClient  # noqa: E402
 from service.runtime import choose_variant  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -157,20 +157,20 @@ def serve_echo(port: int, hold_ms: float) -> None:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, health: bool) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server on port {port} exited during start-up")
-            try:
-                if health:
-                    ok = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5).status
-                    if ok == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                else:
-                    grpc.channel_ready_future(ch).result(timeout=0.5)
+    """Until the server answers: health SERVING (``G2PClient.wait_serving``), or for the bare servers, which have
+    no health service, a ready channel; a server that exits first ends the run."""
+    with G2PClient(f"127.0.0.1:{port}") as client:
+        while proc.poll() is None:
+            if health and client.wait_serving(0.5):
+                return
+            if not health:
+                try:
+                    grpc.channel_ready_future(client.channel).result(timeout=0.5)
                     return
-            except (grpc.RpcError, grpc.FutureTimeoutError):
-                time.sleep(0.01)
+                except grpc.FutureTimeoutError:
+                    pass
+            time.sleep(0.01)
+    raise SystemExit(f"server on port {port} exited during start-up")
 
 
 def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int, float]:
@@ -278,13 +278,12 @@ class Single:
 
     def __init__(self, binary: list[str] | None, port: int) -> None:
         self.proc: subprocess.Popen[str] | None = None
-        self.channel: grpc.Channel | None = None
+        self.client: G2PClient | None = None
         if binary:
             self.proc = subprocess.Popen([*binary, "--target", f"127.0.0.1:{port}", "--words", "-"], text=True,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
         else:
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-            self.stub = pb_grpc.G2PStub(self.channel)
+            self.client = G2PClient(f"127.0.0.1:{port}", timeout=30)
 
     def __call__(self, word: str) -> tuple[float, bool, str]:
         """(latency ms, ok, first hypothesis)"""
@@ -294,9 +293,10 @@ class Single:
             self.proc.stdin.flush()
             ms, code, text = self.proc.stdout.readline().rstrip("\n").split("\t")
             return float(ms), code == "0", text
+        assert self.client is not None
         t = time.perf_counter()
         try:
-            reply = self.stub.Generate(pb.GenerateRequest(inputs=[word]), timeout=30)
+            reply = self.client.generate([word])
         except grpc.RpcError:
             return (time.perf_counter() - t) * 1000, False, ""
         return (time.perf_counter() - t) * 1000, True, reply.outputs[0].hypotheses[0].text
@@ -309,8 +309,8 @@ class Single:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             self.proc.wait(30)
-        if self.channel is not None:
-            self.channel.close()
+        if self.client is not None:
+            self.client.close()
 
 
 def paired(local: InProcess, single: Single, words: list[str], server_pid: int) -> tuple[dict, dict]:
