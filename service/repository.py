@@ -108,24 +108,11 @@ class ModelRepository:
             newest_ready = max((r.version for r in self.records() if r.state == READY), default=0)
             if version < newest_ready and len(self.ready()) >= self.settings.max_loaded_versions:
                 continue  # older than what we keep
-            rec = VersionRecord(version, path, LOADING, fp)
+            with self._lock:
+                self._records[version] = VersionRecord(version, path, LOADING, fp)
+            rec = self._load(version, path, fp)
             with self._lock:
                 self._records[version] = rec
-            try:
-                rec.model = load_version(path, self.settings, self.providers)
-                rec.state = READY
-                log.info(
-                    "loaded model version",
-                    extra={
-                        "model": self.name,
-                        "version": version,
-                        "providers": rec.model.providers_used,
-                        "seconds": round(rec.model.load_seconds, 3),
-                    },
-                )
-            except (BundleError, OSError, ValueError, KeyError) as exc:
-                rec.state, rec.error = FAILED, str(exc)
-                log.error("refused model version", extra={"model": self.name, "version": version, "error": str(exc)})
             changed = True
         with self._lock:
             for version, rec in self._records.items():
@@ -142,6 +129,31 @@ class ModelRepository:
         if changed and self.on_change is not None:
             self.on_change(self)
         return changed
+
+    def _load(self, version: int, path: Path, fp: tuple[tuple[str, int, int], ...]) -> VersionRecord:
+        """Load one version: READY, or FAILED with the reason whatever the loader raised (a bundle check, or an
+        onnxruntime error in the warm-up or the test decode). Either way the record keeps the files' fingerprint:
+        the same files are never loaded twice, changed files are tried again."""
+        try:
+            model = load_version(path, self.settings, self.providers)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, BundleError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "refused model version",
+                extra={"model": self.name, "version": version, "error": error},
+                exc_info=not isinstance(exc, BundleError),  # an unexpected failure: its trace helps
+            )
+            return VersionRecord(version, path, FAILED, fp, error=error)
+        log.info(
+            "loaded model version",
+            extra={
+                "model": self.name,
+                "version": version,
+                "providers": model.providers_used,
+                "seconds": round(model.load_seconds, 3),
+            },
+        )
+        return VersionRecord(version, path, READY, fp, model=model)
 
     def load_initial(self) -> ModelVersion:
         self.scan()

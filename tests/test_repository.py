@@ -1,0 +1,59 @@
+"""The model repository: failed loads end FAILED once, versions are immutable snapshots, unloads free resources."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+from service import repository
+from service.repository import FAILED, READY, ModelRepository
+from service.runtime import CPU
+from service.settings import load_settings
+
+
+def fake_version(root: Path, version: int) -> Path:
+    """A version directory the scan picks up (its loader is replaced in these tests)."""
+    path = root / "g2p" / str(version)
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text("{}")
+    return path
+
+
+def test_an_onnxruntime_error_while_loading_fails_the_version_once(tmp_path, monkeypatch):
+    path = fake_version(tmp_path, 1)
+    calls: list[Path] = []
+
+    def load_version(p, settings, providers):
+        calls.append(p)
+        raise Fail("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Add node")
+
+    monkeypatch.setattr(repository, "load_version", load_version)
+    repo = ModelRepository(load_settings(model_repository=tmp_path), [CPU])
+    assert repo.scan()
+    (rec,) = repo.records()
+    assert rec.state == FAILED
+    assert rec.error.startswith("Fail: [ONNXRuntimeError]") and rec.model is None
+    assert not repo.scan() and not repo.scan()  # the same files: no reload loop
+    assert len(calls) == 1 and repo.records()[0].state == FAILED
+    manifest = path / "manifest.json"
+    manifest.write_text('{"changed": true}')
+    os.utime(manifest, ns=(0, 0))
+    assert repo.scan()  # changed files are tried again
+    assert len(calls) == 2
+
+
+def test_a_failed_start_up_names_the_reason(tmp_path, monkeypatch):
+    fake_version(tmp_path, 1)
+
+    def load_version(p, settings, providers):
+        raise RuntimeError("warm-up exploded")
+
+    monkeypatch.setattr(repository, "load_version", load_version)
+    repo = ModelRepository(load_settings(model_repository=tmp_path), [CPU])
+    with pytest.raises(repository.BundleError, match="version 1: RuntimeError: warm-up exploded"):
+        repo.load_initial()
+    assert [r.state for r in repo.records()] == [FAILED]
+    assert READY not in {r.state for r in repo.records()}
