@@ -81,7 +81,7 @@ class ParallelTranscriber:
 
     With ONNX Runtime, K sessions of one intra-op thread each decode K batches at once on K cores (the runtime
     releases the GIL while it computes); at these matrix sizes this scales better than one session with K
-    intra-op threads. Thread-safe: concurrent callers share the backends.
+    intra-op threads. Thread-safe: concurrent callers share the backends. ``close`` stops its threads.
     """
 
     def __init__(self, backends: Sequence[Backend]) -> None:
@@ -90,6 +90,17 @@ class ParallelTranscriber:
         for b in self.backends:
             self._free.put(b)
         self._pool = ThreadPoolExecutor(len(self.backends), thread_name_prefix="decode")
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the pool's threads without waiting (safe from any thread, one of the pool's own included).
+        Decoding a single chunk still works after it; spreading several chunks raises ``RuntimeError``."""
+        self._closed = True
+        self._pool.shutdown(wait=False)
 
     def transcribe(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from g2p.bundle import BundleError
@@ -28,8 +28,11 @@ class ModelNotFound(LookupError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class VersionRecord:
+    """What the repository knows of one version, as an immutable snapshot: a change replaces the record, so a
+    reader sees a state and its model together, and the model a request took is never taken from it."""
+
     version: int
     path: Path
     state: str
@@ -115,20 +118,23 @@ class ModelRepository:
                 self._records[version] = rec
             changed = True
         with self._lock:
-            for version, rec in self._records.items():
+            for version, rec in list(self._records.items()):
                 if rec.state == READY and version not in present:
-                    rec.state, rec.model = UNLOADED, None
-                    log.info("unloaded removed version", extra={"model": self.name, "version": version})
+                    self._unload(rec, "unloaded removed version")
                     changed = True
             ready = sorted(v for v, r in self._records.items() if r.state == READY)
             for version in ready[: max(0, len(ready) - self.settings.max_loaded_versions)]:
-                rec = self._records[version]
-                rec.state, rec.model = UNLOADED, None
-                log.info("unloaded surplus version", extra={"model": self.name, "version": version})
+                self._unload(self._records[version], "unloaded surplus version")
                 changed = True
         if changed and self.on_change is not None:
             self.on_change(self)
         return changed
+
+    def _unload(self, rec: VersionRecord, why: str) -> None:
+        """Drop the repository's reference to a version (under the lock). Requests that took the model keep it
+        working; its decode threads stop once the last of them lets it go (``ModelVersion``)."""
+        self._records[rec.version] = replace(rec, state=UNLOADED, model=None)
+        log.info(why, extra={"model": self.name, "version": rec.version})
 
     def _load(self, version: int, path: Path, fp: tuple[tuple[str, int, int], ...]) -> VersionRecord:
         """Load one version: READY, or FAILED with the reason whatever the loader raised (a bundle check, or an

@@ -6,6 +6,7 @@ No torch here: the bundle (graphs + tokenizers + manifest) is the whole contract
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,11 @@ def session_config(settings: Settings, gpu: bool = False) -> SessionConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class ModelVersion:
-    """A ready-to-serve bundle version."""
+    """A ready-to-serve bundle version: immutable once loaded, so a request that took it keeps a working model
+    whatever the repository does meanwhile. Its decode threads stop when the last reference to it goes (the
+    repository's after an unload, then each request's): see ``load_version``."""
 
     name: str
     version: int
@@ -123,6 +126,22 @@ def choose_variant(setting: str, manifest: Manifest, gpu: bool) -> str:
     return "fused" if not gpu and "fused" in manifest.variants else "fp32"
 
 
+def warm_up(
+    path: Path, parallel: ParallelTranscriber, tokenizers: G2PTokenizers, max_len: int, runs: int
+) -> dict[str, str]:
+    """Warm the sessions up (greedy and beam search) and test-decode ``SMOKE_WORDS``: their pronunciations, or
+    ``BundleError`` when one does not finish."""
+    greedy = DecodeOptions(beam_size=1, max_len=max_len)
+    words = list(SMOKE_WORDS)
+    for _ in range(max(runs, 1)):
+        out = parallel.transcribe(tokenizers, words, greedy)
+        parallel.transcribe(tokenizers, words[:2], DecodeOptions(beam_size=4, nbest=2, max_len=max_len))
+    bad = [w for w, r in zip(words, out, strict=True) if not r[0].finished or not r[0].phonemes]
+    if bad:
+        raise BundleError(f"{path}: test decode failed: no finished pronunciation for {bad}")
+    return {w: " ".join(r[0].phonemes) for w, r in zip(words, out, strict=True)}
+
+
 def load_version(path: Path, settings: Settings, providers: list[Provider] | None = None) -> ModelVersion:
     """Verify, open, warm up and test-decode one bundle version; ``BundleError`` says why it is refused."""
     t0 = time.monotonic()
@@ -137,6 +156,12 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
                             session_config(settings, gpu), manifest, settings.io_binding)  # fmt: skip
     backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
+    parallel = ParallelTranscriber(backends)
+    try:
+        smoke = warm_up(path, parallel, tokenizers, manifest.limits.max_target_len, settings.warmup_runs)
+    except BaseException:
+        parallel.close()
+        raise
     mv = ModelVersion(
         name=path.parent.name,
         version=int(path.name),
@@ -144,18 +169,12 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         manifest=manifest,
         tokenizers=tokenizers,
         backend=backend,
-        parallel=ParallelTranscriber(backends),
+        parallel=parallel,
         variant=variant,
         providers_used=[provider_name(p) for p in providers if provider_name(p) in used],
         alphabet=frozenset(manifest.source_alphabet),
+        load_seconds=time.monotonic() - t0,
+        extra={"smoke": smoke},
     )
-    greedy = DecodeOptions(beam_size=1, max_len=mv.max_output_tokens)
-    for _ in range(max(settings.warmup_runs, 1)):
-        out = mv.transcribe(list(SMOKE_WORDS), greedy)
-        mv.transcribe(list(SMOKE_WORDS[:2]), DecodeOptions(beam_size=4, nbest=2, max_len=mv.max_output_tokens))
-    bad = [w for w, r in zip(SMOKE_WORDS, out, strict=True) if not r[0].finished or not r[0].phonemes]
-    if bad:
-        raise BundleError(f"{path}: test decode failed: no finished pronunciation for {bad}")
-    mv.extra["smoke"] = {w: " ".join(r[0].phonemes) for w, r in zip(SMOKE_WORDS, out, strict=True)}
-    mv.load_seconds = time.monotonic() - t0
+    weakref.finalize(mv, parallel.close)  # the last holder gone (an unloaded version): its decode threads stop
     return mv

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
+from g2p.decoding import DecodeOptions
 from service import repository
-from service.repository import FAILED, READY, ModelRepository
+from service.repository import FAILED, READY, UNLOADED, ModelNotFound, ModelRepository
 from service.runtime import CPU
 from service.settings import load_settings
+
+SHIPPED_BUNDLE = ROOT / "models" / "g2p" / "1"
 
 
 def fake_version(root: Path, version: int) -> Path:
@@ -57,3 +62,27 @@ def test_a_failed_start_up_names_the_reason(tmp_path, monkeypatch):
         repo.load_initial()
     assert [r.state for r in repo.records()] == [FAILED]
     assert READY not in {r.state for r in repo.records()}
+
+
+@pytest.mark.skipif(not SHIPPED_BUNDLE.is_dir(), reason="the shipped bundle models/g2p/1 is missing")
+def test_a_version_a_request_holds_outlives_its_unload_then_stops_its_decode_threads(tmp_path):
+    shutil.copytree(SHIPPED_BUNDLE, tmp_path / "g2p" / "1")
+    settings = load_settings(model_repository=tmp_path, workers=2, intra_op_threads=1, warmup_runs=1)
+    repo = ModelRepository(settings, [CPU])
+    repo.load_initial()
+    before = repo.records()
+    model = repo.get("g2p")  # what a request takes, once
+    shutil.rmtree(tmp_path / "g2p" / "1")
+    assert repo.scan()
+    (after,) = repo.records()
+    assert (after.state, after.model) == (UNLOADED, None)
+    assert (before[0].state, before[0].model) == (READY, model)  # a snapshot a reader holds never changes
+    with pytest.raises(ModelNotFound):
+        repo.get("g2p")
+    words = ["hello", "world", "speech"]
+    out = model.transcribe(words, DecodeOptions(max_len=model.max_output_tokens), batch_size=1)  # the pool at work
+    assert [" ".join(r[0].phonemes) for r in out] == [model.extra["smoke"][w] for w in words]
+    parallel = model.parallel
+    assert not parallel.closed
+    del model, before
+    assert parallel.closed  # the last holder let go: the unloaded version's decode threads stop
