@@ -6,10 +6,12 @@ message naming the field and the limit, never as a stack trace.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import struct
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -63,18 +65,39 @@ def fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     abort(context, code, str(exc))
 
 
+def end_rpc(context: grpc.ServicerContext, method: str, exc: Exception) -> NoReturn:
+    """End an RPC whose handler raised: a service exception leaves with its status code; anything else is INTERNAL
+    with a trace id that the server's log names next to the traceback. An RPC the handler already aborted keeps
+    its status."""
+    if isinstance(exc, SERVICE_ERRORS):
+        fail(context, exc)
+    if context.code() is not None:  # context.abort() raised this: the RPC has its status
+        raise exc
+    trace_id = uuid.uuid4().hex[:16]
+    log.error("internal error", exc_info=exc, extra={"method": method, "trace_id": trace_id})
+    abort(context, grpc.StatusCode.INTERNAL, f"internal error in {method} (trace id {trace_id}, logged on the server)")
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Map the service's exceptions to status codes (unary handlers); anything else is INTERNAL, logged."""
+    """Every failure of a handler, unary or server-streaming (a generator), leaves through ``end_rpc``."""
+    if inspect.isgeneratorfunction(fn):
 
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return fn(self, request, context)
-        except SERVICE_ERRORS as exc:
-            fail(context, exc)
-        except Exception:
-            log.exception("internal error", extra={"method": fn.__name__})
-            abort(context, grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__} (logged on the server)")
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from fn(self, request, context)
+            except Exception as exc:
+                end_rpc(context, fn.__name__, exc)
 
+        wrapper: Callable[..., Any] = stream
+    else:
+
+        def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return fn(self, request, context)
+            except Exception as exc:
+                end_rpc(context, fn.__name__, exc)
+
+        wrapper = unary
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
@@ -156,20 +179,15 @@ class G2PServicer(pb_grpc.G2PServicer):
             model_version=model.version,
         )
 
+    @guarded
     def GenerateStream(  # noqa: N802
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GenerateStreamResponse]:
-        try:
-            model, words, options = self._prepare(request, greedy_only=True)
-        except SERVICE_ERRORS as exc:
-            fail(context, exc)
+        model, words, options = self._prepare(request, greedy_only=True)
         events: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         positions = [0] * len(words)
         job = Job(model, words, options, on_token=lambda i, t: events.put((i, t)))
-        try:
-            future = submit(self.engine, job, context)
-        except SERVICE_ERRORS as exc:
-            fail(context, exc)
+        future = submit(self.engine, job, context)
         tgt = model.tokenizers.tgt
 
         def event(i: int, tok: int) -> pb.GenerateStreamResponse:
@@ -188,7 +206,7 @@ class G2PServicer(pb_grpc.G2PServicer):
         while not future.done():
             if job.expired():
                 job.cancelled.set()
-                abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                raise DeadlineExceeded("deadline exceeded")
             if not context.is_active():
                 job.cancelled.set()
                 return
@@ -199,10 +217,7 @@ class G2PServicer(pb_grpc.G2PServicer):
             yield event(i, tok)
             yield from drain()
         yield from drain()
-        try:
-            results = future.result()
-        except SERVICE_ERRORS as exc:
-            fail(context, exc)
+        results = future.result()
         for i, (raw, r) in enumerate(zip(request.inputs, results, strict=True)):
             final = pb.Output(input=raw, hypotheses=[to_hypothesis(p) for p in r])
             yield pb.GenerateStreamResponse(index=i, final=final, model=model.name, model_version=model.version)

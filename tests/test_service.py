@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -215,6 +217,26 @@ def test_stream_refuses_beam_search(stub):
     with pytest.raises(grpc.RpcError) as err:
         list(stub.GenerateStream(pb.GenerateRequest(inputs=["cat"], options=pb.GenerateOptions(beam_size=4))))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("method", ["Generate", "GenerateStream"])
+def test_an_unexpected_error_is_internal_with_a_logged_trace_id(server, stub, method, monkeypatch, caplog):
+    def broken(job):
+        raise RuntimeError("the engine broke")
+
+    monkeypatch.setattr(server.engine, "run", broken)
+    monkeypatch.setattr(server.engine, "submit", broken)
+    request = pb.GenerateRequest(inputs=["cat"])
+    with caplog.at_level(logging.ERROR, logger="g2p.service"), pytest.raises(grpc.RpcError) as err:
+        if method == "Generate":
+            stub.Generate(request, timeout=10)
+        else:
+            list(stub.GenerateStream(request, timeout=10))
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    found = re.search(rf"internal error in {method} \(trace id (\w+), logged on the server\)", err.value.details())
+    assert found, err.value.details()
+    logged = [r for r in caplog.records if getattr(r, "trace_id", None) == found.group(1)]
+    assert len(logged) == 1 and logged[0].exc_info and "the engine broke" in str(logged[0].exc_info[1])
 
 
 # ------------------------------------------------------------------------------------------------ load
