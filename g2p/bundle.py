@@ -236,14 +236,42 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def named_files(manifest: Manifest) -> dict[str, str]:
+    """Every file the manifest names (tokenizers, every variant's graphs) -> where it names it first."""
+    named: dict[str, str] = {}
+    for key, name in manifest.tokenizer_files.items():
+        named.setdefault(name, f"tokenizer_files.{key}")
+    for variant, info in manifest.variants.items():
+        for graph, name in info.files.items():
+            named.setdefault(name, f"variants.{variant}.files.{graph}")
+    return named
+
+
+def bundle_file(directory: Path, name: str) -> Path:
+    """The file a manifest calls ``name``, or ``BundleError`` when the name leaves the bundle directory (empty,
+    absolute, ``..``, or a symlink on the way that points outside)."""
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise BundleError(f"{directory}: file name {name!r} in the manifest is not a path inside the bundle")
+    path = directory / name
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise BundleError(f"{directory}: file {name} points outside the bundle directory (to {path.resolve()})")
+    return path
+
+
 def verify_bundle(directory: str | Path) -> Manifest:
-    """Read the manifest and check that every listed file exists with the recorded sha256."""
+    """Read the manifest and check it: every file it names (tokenizers, every variant's graphs) is listed in its
+    sha256 table, every listed file lies inside the bundle directory (no absolute path, ``..`` or symlink out)
+    and matches its sha256, and the export's parity verdict is ok. ``BundleError`` names the first bad file."""
     d = Path(directory)
     manifest = Manifest.read(d)
     if manifest.format != BUNDLE_FORMAT:
         raise BundleError(f"{d}: bundle format {manifest.format!r}, expected {BUNDLE_FORMAT!r}")
+    for name, where in named_files(manifest).items():
+        if name not in manifest.sha256:
+            raise BundleError(f"{d}: file {name!r} ({where}) is not listed in the manifest's sha256")
     for name, digest in manifest.sha256.items():
-        f = d / name
+        f = bundle_file(d, name)
         if not f.is_file():
             raise BundleError(f"{d}: file {name} listed in the manifest is missing")
         if sha256_file(f) != digest:
