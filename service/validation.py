@@ -18,6 +18,15 @@ class InvalidArgument(ValueError):
     pass
 
 
+def input_chars_limit(model: ModelVersion, settings: Settings) -> tuple[int, str]:
+    """The most characters a word may have, and which limit that is: ``max_input_chars``, or the model's source
+    positions (the manifest's ``max_source_len``, one of them for ``</s>``; a longer word cannot be encoded)."""
+    if settings.max_input_chars <= model.max_input_chars:
+        return settings.max_input_chars, "max_input_chars"
+    positions = model.manifest.limits.max_source_len
+    return model.max_input_chars, f"the model's max_source_len: {positions} source positions, one for </s>"
+
+
 def check_inputs(field: str, inputs: Sequence[str], model: ModelVersion, settings: Settings) -> list[str]:
     """The normalised words (what the model sees), or ``InvalidArgument`` naming the first bad one."""
     if not inputs:
@@ -26,14 +35,14 @@ def check_inputs(field: str, inputs: Sequence[str], model: ModelVersion, setting
         raise InvalidArgument(
             f"{field}: {len(inputs)} inputs exceed the limit of {settings.max_inputs_per_request} per request"
         )
-    limit = min(settings.max_input_chars, model.max_input_chars)
+    limit, which = input_chars_limit(model, settings)
     words = []
     for i, raw in enumerate(inputs):
         word = model.normalize(raw)
         if not word:
             raise InvalidArgument(f"{field}[{i}]: empty string")
         if len(word) > limit:
-            raise InvalidArgument(f"{field}[{i}]: {len(word)} characters exceed the limit of {limit}")
+            raise InvalidArgument(f"{field}[{i}]: {len(word)} characters exceed the limit of {limit} ({which})")
         bad = sorted({c for c in word if c not in model.alphabet})
         if bad:
             shown = ", ".join(repr(c) for c in bad[:10])
