@@ -95,6 +95,7 @@ def test_decades():
         ("'90s", "number", "nineties"), ("and", "word", "and"), ("1900s", "number", "nineteen hundreds"),
         (";", "punctuation", ""), ("80s", "number", "eighties"),
     ]  # fmt: skip
+    assert said("100s and 1000s of 500s in the 2000s") == "hundreds and thousands of five hundreds in the two thousands"
 
 
 def test_currency():

@@ -70,10 +70,14 @@ def plural(ws: Words) -> Words:
 
 
 def decade(s: str) -> Words:
-    """A decade from its digits ("1990" or "90", without the "s"): "nineteen nineties", "nineties"."""
+    """A decade or a round plural from its digits (without the "s"): "1990" -> "nineteen nineties", "90" ->
+    "nineties", "00" -> "two thousands", "100" -> "hundreds", "500" -> "five hundreds"."""
     if s == "00":
         return ("two", "thousands")
-    return plural(year(s) if is_year(s) else cardinal(s))
+    if is_year(s):
+        return plural(year(s))
+    ws = plural(cardinal(s))
+    return ws[1:] if len(s) > 2 and len(ws) == 2 and ws[0] == "one" else ws
 
 
 def number(s: str) -> Words:

@@ -17,8 +17,13 @@ Conventions:
   ("x"); a spoken single letter means that letter's name. Dotted initialisms: "U.S." -> ("u", "s").
 - Adjacent punctuation characters form one token ('."' or "?!"); so do adjacent skipped characters.
 - Numbers: see :mod:`g2p.text.numbers` (American style, no "and" inside numbers).
-- A period that ends an abbreviation or a dotted initialism at the end of a sentence belongs to that token (no
-  separate punctuation token for it).
+- A period that ends an abbreviation, a dotted initialism or "p.m." at the end of a sentence belongs to that token
+  (no separate punctuation token for it).
+
+Not handled (read literally, piece by piece): dates ("12/25/2020" -> twelve slash twenty five slash twenty
+twenty), decimal commas ("5,50"), Roman numerals, seconds in times ("10:30:15"), scores and phone formats other
+than ddd-ddd-dddd (a "3-2" score reads as a range), signs after amounts ("5$" -> five, dollars), context beyond
+the next word (homographs such as "read", "St." at a sentence end before a capitalised word reads "saint").
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ _ALTERNATIVES = {
     rf"(?P<m_short>{_either(SHORT_SCALES)}))?(?![A-Za-z0-9])",
     "phone": r"(?<![\w-])\d{3}-\d{3}-\d{4}(?![\w-])",
     "ordinal": r"(?<![\w.])(?P<o_n>\d+)(?:st|nd|rd|th|ST|ND|RD|TH)(?![A-Za-z0-9])",
-    "decade": r"(?<![\w'])(?:(?P<d_c>\d\d)|')?(?P<d_d>\d)0'?s(?![A-Za-z0-9])",
+    "decade": r"(?<![\w'])'?(?P<d_n>\d+0)'?s(?![A-Za-z0-9])",
     "range": r"(?<![\w.,-])(?P<r_a>\d+)-(?P<r_b>\d+)(?![\w-]|[.,]\d)",
     "fraction": r"(?<![\w./-])(?:(?P<f_w>\d+)\s)?(?P<f_n>\d+)/(?P<f_d>\d+)(?![\w/]|[.,]\d)",
     "percent": rf"(?P<p_n>{_SIGNED})\s?%",
@@ -227,7 +232,7 @@ _READERS: dict[str, Callable[[re.Match[str], Known], Reading]] = {
     "money": lambda m, known: ("number", read_money(m)),
     "phone": lambda m, known: ("number", numbers.digits(m.group().replace("-", ""))),
     "ordinal": lambda m, known: ("number", numbers.ordinal(m["o_n"])),
-    "decade": lambda m, known: ("number", numbers.decade((m["d_c"] or "") + m["d_d"] + "0")),
+    "decade": lambda m, known: ("number", numbers.decade(m["d_n"])),
     "range": lambda m, known: ("number", read_range(m)),
     "fraction": lambda m, known: ("number", read_fraction(m)),
     "percent": lambda m, known: ("number", (*numbers.number(m["p_n"]), "percent")),
