@@ -149,7 +149,7 @@ class Echo(pb_grpc.G2PServicer):
 
 def serve_echo(port: int, hold_ms: float) -> None:
     """A bare ``grpc.server`` with the service's thread-pool size: the floor of the Python gRPC stack."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=Settings().grpc_workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=Settings().rpc_threads()))
     pb_grpc.add_G2PServicer_to_server(Echo(hold_ms), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()

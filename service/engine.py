@@ -16,7 +16,9 @@ A lone request (empty queue, last batch not shared) starts at once: the queue de
 and ``run`` decodes it in the caller's thread when no batch is decoding. A plain greedy batch runs whole (the fused
 variant's ``greedy`` graph: one ONNX Runtime run; its jobs' deadlines and cancellations are checked before and
 after); streaming and beam search go step by step and drop dead rows at the next step.
-The queue is bounded (``max_queue_size`` jobs): beyond it ``submit`` raises ``QueueFull`` at once.
+The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
+it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
+This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class Engine:
         self._accepting = True
         self._running = True
         self._busy = 0  # batches being decoded
+        self._admitted = 0  # jobs in the engine (queued or decoding): their futures are not settled yet
         self._last_jobs = 0
         self._threads = [
             threading.Thread(target=self._loop, name=f"engine-{k}", daemon=True) for k in range(max(workers, 1))
@@ -96,15 +99,15 @@ class Engine:
             t.start()
 
     # ------------------------------------------------------------------ API
+    @property
+    def admitted(self) -> int:
+        """Jobs in the engine (queued or decoding), at most ``max_queue_size``."""
+        with self._cv:
+            return self._admitted
+
     def submit(self, job: Job) -> Future[list[list[Pronunciation]]]:
         with self._cv:
-            if not self._accepting:
-                raise EngineStopped("the server is shutting down")
-            if len(self._queue) >= self.max_queue_size:
-                self.metrics.rejected.inc()
-                raise QueueFull(
-                    f"server busy: {len(self._queue)} requests already queued (max_queue_size={self.max_queue_size})"
-                )
+            self._admit(job)
             self._queue.append(job)
             self.metrics.queue_depth.set(len(self._queue))
             self._cv.notify_all()
@@ -117,6 +120,7 @@ class Engine:
         with self._cv:
             inline = self._accepting and not self._queue and self._busy == 0 and self._last_jobs <= 1
             if inline:
+                self._admit(job)
                 self._busy += 1
                 self._last_jobs = 1
                 if not job.future.set_running_or_notify_cancel():
@@ -127,6 +131,24 @@ class Engine:
         self.metrics.queue_time.observe(0.0)
         self._settle([job], self._decode)
         return job.future
+
+    def _admit(self, job: Job) -> None:
+        """Count the job in the engine until its future is settled, or refuse it: ``EngineStopped`` when draining,
+        ``QueueFull`` (counted) when ``max_queue_size`` jobs are in. The caller holds the lock."""
+        if not self._accepting:
+            raise EngineStopped("the server is shutting down")
+        if self._admitted >= self.max_queue_size:
+            self.metrics.rejected.inc()
+            raise QueueFull(
+                f"server busy: {self._admitted} requests already queued or decoding "
+                f"(max_queue_size={self.max_queue_size})"
+            )
+        self._admitted += 1
+        job.future.add_done_callback(self._settled)
+
+    def _settled(self, _: Future[list[list[Pronunciation]]]) -> None:
+        with self._cv:  # re-entrant: a future settled under the lock (stop) calls back at once
+            self._admitted -= 1
 
     def drain(self, timeout: float) -> bool:
         """Stop accepting; wait until every queued and running job is done (True) or ``timeout`` passes."""

@@ -107,15 +107,18 @@ class G2PServer:
         self.engine = Engine(
             s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics, s.decode_workers(gpu)
         )
+        # more threads than the engine admits requests: no RPC waits for a thread unseen, and gRPC's own limit
+        # (uncounted) never refuses before the engine's queue does (RESOURCE_EXHAUSTED, counted)
+        threads = s.rpc_threads()
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             interceptors=[MetricsInterceptor(self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=s.grpc_workers * 4,
+            maximum_concurrent_rpcs=threads,
         )
         g2p_pb2_grpc.add_G2PServicer_to_server(G2PServicer(s, self.repo, self.engine), server)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["cpu", "cuda", "auto"]
 MAX_AUTO_WORKERS = 8  # each worker holds its own sessions (memory): more rarely pays on one host
+RPC_RESERVE = 16
+"""RPC threads beyond the engine's requests: health checks, metadata, the encoder tensor model, refusals."""
 
 
 class SettingsError(ValueError):
@@ -67,7 +69,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)  # 0 = any free port (tests)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    grpc_workers: int = Field(64, ge=1, le=1024, description="threads serving RPCs")
+    grpc_workers: int = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="threads serving RPCs, also gRPC's limit on concurrent RPCs; 0 = auto: max_queue_size + "
+        f"{RPC_RESERVE}. A request holds its thread while it is in the engine, so there must be more threads than "
+        "max_queue_size: the engine's queue then decides overload (RESOURCE_EXHAUSTED, counted), never gRPC",
+    )
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -92,7 +101,13 @@ class Settings(BaseSettings):
     # batching
     max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000)
-    max_queue_size: int = Field(256, ge=1, description="requests waiting; beyond it RESOURCE_EXHAUSTED")
+    max_queue_size: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="requests in the engine (queued or decoding); beyond it RESOURCE_EXHAUSTED at once, counted "
+        "in g2p_rejected_requests_total",
+    )
 
     # request limits
     max_inputs_per_request: int = Field(256, ge=1)
@@ -126,7 +141,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"default_beam_size ({self.default_beam_size}) exceeds max_beam_size ({self.max_beam_size})"
             )
+        if self.grpc_workers and self.grpc_workers < self.max_queue_size + RPC_RESERVE:
+            raise ValueError(
+                f"grpc_workers (G2P_GRPC_WORKERS={self.grpc_workers}) must be at least max_queue_size "
+                f"(G2P_MAX_QUEUE_SIZE={self.max_queue_size}) + {RPC_RESERVE}: every request in the engine holds an "
+                f"RPC thread; set it to {self.max_queue_size + RPC_RESERVE} or more, or 0 (derived)"
+            )
         return self
+
+    def rpc_threads(self) -> int:
+        """Threads serving RPCs (and gRPC's limit on concurrent RPCs): more than the engine admits, so that the
+        engine's queue, not gRPC, refuses overload."""
+        return self.grpc_workers or self.max_queue_size + RPC_RESERVE
 
     def decode_workers(self, on_gpu: bool = False) -> int:
         return self.workers or (1 if on_gpu else min(cpu_quota(), MAX_AUTO_WORKERS))

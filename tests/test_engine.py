@@ -74,16 +74,22 @@ def test_different_options_are_not_mixed():
     eng.stop()
 
 
-def test_a_full_queue_refuses_at_once():
+def test_a_full_engine_refuses_at_once_and_counts_it():
+    """max_queue_size bounds the jobs in the engine, queued or decoding (each holds an RPC thread)."""
     eng, model = make(queue=2), FakeModel()
     model.gate.clear()
-    eng.submit(Job(model, ["a"], GREEDY))
+    decoding = eng.submit(Job(model, ["b"], GREEDY))
     assert model.started.wait(5)
-    eng.submit(Job(model, ["b"], GREEDY))
-    eng.submit(Job(model, ["c"], DecodeOptions(beam_size=2)))
-    with pytest.raises(QueueFull, match="max_queue_size=2"):
-        eng.submit(Job(model, ["d"], GREEDY))
+    queued = eng.submit(Job(model, ["c"], DecodeOptions(beam_size=2)))
+    for _ in range(2):
+        with pytest.raises(QueueFull, match=r"2 requests already queued or decoding \(max_queue_size=2\)"):
+            eng.submit(Job(model, ["d"], GREEDY))
+    with pytest.raises(QueueFull):
+        eng.run(Job(model, ["e"], GREEDY))
+    assert eng.metrics.registry.get_sample_value("g2p_rejected_requests_total") == 3
     model.gate.set()
+    assert decoding.result(5) and queued.result(5)
+    eng.submit(Job(model, ["f"], GREEDY)).result(5)  # settled jobs leave room
     eng.stop()
 
 

@@ -27,6 +27,7 @@ from g2p.pipeline import transcribe
 from g2p.tokenization import G2PTokenizers, pad_batch
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc
+from service.runtime import ModelVersion
 
 pytestmark = pytest.mark.skipif(not SHIPPED_BUNDLE.is_dir(), reason="the shipped bundle models/g2p/1 is missing")
 
@@ -266,6 +267,37 @@ def test_32_concurrent_clients_are_batched(server, stub, test_words):
     assert float(_metric(text, 'g2p_requests_total{code="OK",method="Generate"}')) >= 32 * 6
 
 
+def test_overload_is_refused_by_the_engine_at_once_and_counted(monkeypatch):
+    """4 requests fill the engine (max_queue_size=4, their decoding held): the next ones are RESOURCE_EXHAUSTED at
+    once by the engine, counted in g2p_rejected_requests_total, none by gRPC's own limit; the 4 then finish."""
+    gate = threading.Event()
+    transcribe = ModelVersion.transcribe
+
+    def held(self, *args, **kwargs):
+        gate.wait(30)
+        return transcribe(self, *args, **kwargs)
+
+    with running_server(max_queue_size=4) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = pb_grpc.G2PStub(ch)
+        monkeypatch.setattr(ModelVersion, "transcribe", held)
+        try:
+            words = ["cat", "dog", "bird", "tree"]
+            admitted = [stub.Generate.future(pb.GenerateRequest(inputs=[w]), timeout=60) for w in words]
+            _wait_for(lambda: server.engine.admitted == 4)
+            refused = [stub.Generate.future(pb.GenerateRequest(inputs=["cat"]), timeout=60) for _ in range(6)]
+            errors = [f.exception(timeout=10) for f in refused]
+            assert not any(f.done() for f in admitted)
+        finally:
+            gate.set()
+        phonemes = [f.result().outputs[0].hypotheses[0].text for f in admitted]
+    assert phonemes == ["K AE1 T", "D AO1 G", "B ER1 D", "T R IY1"]
+    assert {e.code() for e in errors} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all("max_queue_size=4" in e.details() for e in errors)
+    metrics = server.metrics.registry
+    assert metrics.get_sample_value("g2p_rejected_requests_total") == 6
+    assert metrics.get_sample_value("g2p_requests_total", {"method": "Generate", "code": "RESOURCE_EXHAUSTED"}) == 6
+
+
 def _metric(text: str, name: str) -> str:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -454,6 +486,7 @@ def test_cuda_server_matches_cpu_through_the_wire(stub, test_words):
         ({"G2P_PROVIDERS": "tpu"}, "providers (G2P_PROVIDERS)"),
         ({"G2P_TLS_CERT": "/nonexistent.pem"}, "tls_cert and tls_key go together"),
         ({"G2P_MAX_BATCH_SIZE": "0"}, "max_batch_size (G2P_MAX_BATCH_SIZE)"),
+        ({"G2P_GRPC_WORKERS": "64"}, "grpc_workers (G2P_GRPC_WORKERS=64) must be at least max_queue_size"),
     ],
 )
 def test_invalid_settings_stop_start_up_naming_the_field(env, message):
