@@ -2,7 +2,8 @@
 # One call on a lent GPU machine (issue 14): train several teacher models side by side, score them and their ensemble
 # on the shared 5,000-word dev set, and label words with the ensemble's beam output for distillation.
 #
-#   training/gpu_teachers.sh OUT_DIR            (env: TEACH_MIN=4.5 WORDS=.gpu/unlabeled.txt WHEELS=.whl)
+#   python -m training.device_pack pack .gpu      # here, once
+#   PACK=.gpu training/gpu_teachers.sh OUT_DIR    # there (env: TEACH_MIN=4.5 WORDS=.gpu/unlabeled_25k.txt)
 #
 # Prepared here, run there through the device tool; everything it brings back lies in OUT_DIR (at most 8 files):
 # tN.best.fp16.pt (the 3 teachers best on dev, float16), distill.tar.gz (word<TAB>phonemes from the ensemble),
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 OUT_DIR=${1:?usage: training/gpu_teachers.sh OUT_DIR}
 TEACH_MIN=${TEACH_MIN:-4.5}
 DISTILL_S=${DISTILL_S:-170}  # labelling stops after this long; what it labelled so far comes back
-WORDS=${WORDS:-.gpu/unlabeled.txt}
+WORDS=${WORDS:-.gpu/unlabeled_25k.txt}
 RUNS=${RUNS:-/tmp/teachers}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}  # more training flags, last wins (a CPU smoke test: DEVICE=cpu EXTRA="--data small.tsv ...")
@@ -20,9 +21,10 @@ mkdir -p "$OUT_DIR" "$RUNS"
 REPORT="$OUT_DIR/report.txt"
 exec > >(tee -a "$REPORT") 2>&1
 export PYTHONUNBUFFERED=1
-if [[ -n "${WHEELS:-}" ]]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
+if [[ -n "${PACK:-}" ]]; then  # the dictionary and stand-ins made by training.device_pack (see its docstring)
+    python3 -m training.device_pack unpack "$PACK" /tmp/site || exit 1
     export PYTHONPATH=/tmp/site:$PWD
+    [[ -f "$WORDS.xz" ]] && python3 -c "import lzma, sys; open(sys.argv[1], 'wb').write(lzma.open(sys.argv[1] + '.xz').read())" "$WORDS"
 fi
 date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'
