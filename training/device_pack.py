@@ -18,7 +18,7 @@ import lzma
 import sys
 from pathlib import Path
 
-RAPIDFUZZ_SHIM = '''"""Stand-in for rapidfuzz on a machine without it (training.device_pack): edit distance of two sequences."""
+RAPIDFUZZ_SHIM = '''"""Stand-in for rapidfuzz (training.device_pack): the edit distance of two sequences."""
 
 
 class Levenshtein:
