@@ -114,15 +114,17 @@ def greedy_search(
     """Pick the most likely token at every step; rows that emitted ``</s>`` leave the batch.
 
     Vectorised over the batch: per step, one argmax and one log-sum-exp for all rows (no per-row Python unless
-    ``on_token`` or ``alive`` is given). Without either, a backend's whole-batch ``greedy`` is used when it has one.
+    ``on_token`` or ``alive`` is given). Without ``on_token``, a backend's whole-batch ``greedy`` is used when it has
+    one: ``alive`` is then asked once per row, just before that run, and a dead row is not decoded (an empty,
+    unfinished hypothesis).
     """
     n = src_ids.shape[0]
     limits = options.limits(src_mask)
     whole = getattr(backend, "greedy", None)
-    if whole is not None and on_token is None and alive is None and n:
-        decoded = whole(src_ids, src_mask, limits)
-        if decoded is not None:
-            return _cut(decoded[0], decoded[1], limits)
+    if whole is not None and on_token is None and n:
+        hyps = _whole_batch(whole, src_ids, src_mask, limits, alive)
+        if hyps is not None:
+            return hyps
     state = backend.encode(src_ids, src_mask)
     active = np.arange(n)  # source index of each state row
     tokens = np.full(n, BOS_ID, dtype=np.int64)
@@ -158,6 +160,27 @@ def greedy_search(
         Hypothesis(tuple(out[i, : lengths[i]].tolist()), float(logprob[i]), float(logprob[i]), bool(finished[i]))
         for i in range(n)
     ]
+
+
+def _whole_batch(
+    whole: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None],
+    src_ids: np.ndarray,
+    src_mask: np.ndarray,
+    limits: np.ndarray,
+    alive: Alive | None,
+) -> list[Hypothesis] | None:
+    """A backend's whole-batch greedy run on the rows alive now (a dead row is not decoded: an empty, unfinished
+    hypothesis); None when the backend has no such run."""
+    rows = [i for i in range(src_ids.shape[0]) if alive is None or alive(i)]
+    hyps = [Hypothesis((), 0.0, 0.0, False) for _ in range(src_ids.shape[0])]
+    if not rows:
+        return hyps
+    decoded = whole(src_ids[rows], src_mask[rows], limits[rows])
+    if decoded is None:
+        return None
+    for row, hyp in zip(rows, _cut(decoded[0], decoded[1], limits[rows]), strict=True):
+        hyps[row] = hyp
+    return hyps
 
 
 def _cut(tokens: np.ndarray, scores: np.ndarray, limits: np.ndarray) -> list[Hypothesis]:

@@ -13,9 +13,11 @@ next decoder step) needs per-row positions and a self-attention padding mask in 
 exported graphs have neither yet.
 
 A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load,
-and ``run`` decodes it in the caller's thread when no batch is decoding. A plain greedy batch runs whole (the fused
-variant's ``greedy`` graph: one ONNX Runtime run; its jobs' deadlines and cancellations are checked before and
-after); streaming and beam search go step by step and drop dead rows at the next step.
+and ``run`` decodes it in the caller's thread when no batch is decoding. A job whose deadline passed or whose client
+went away is never decoded: every batch, the inline one too, checks its jobs before it starts; a plain greedy batch
+runs whole (the fused variant's ``greedy`` graph: one ONNX Runtime run) and checks its rows once more just before that
+run; streaming and beam search go step by step and drop dead rows at the next step. Each dropped job is counted in
+``g2p_dropped_requests_total{reason}``.
 The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
 it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
 This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
@@ -123,13 +125,9 @@ class Engine:
                 self._admit(job)
                 self._busy += 1
                 self._last_jobs = 1
-                if not job.future.set_running_or_notify_cancel():
-                    inline = False
-                    self._busy -= 1
         if not inline:
             return self.submit(job)
-        self.metrics.queue_time.observe(0.0)
-        self._settle([job], self._decode)
+        self._settle([job], self._run)
         return job.future
 
     def _admit(self, job: Job) -> None:
@@ -227,18 +225,28 @@ class Engine:
                     self._cv.notify_all()
 
     def _run(self, batch: list[Job]) -> None:
+        """Drop the batch's dead jobs, then decode the others."""
         now = time.monotonic()
         live: list[Job] = []
         for job in batch:
-            if job.cancelled.is_set():
-                job.future.set_exception(Cancelled("cancelled by the client"))
-            elif job.expired(now):
-                job.future.set_exception(DeadlineExceeded("deadline exceeded while queued"))
-            elif job.future.set_running_or_notify_cancel():
+            if not self._dropped(job, "while queued") and job.future.set_running_or_notify_cancel():
                 self.metrics.queue_time.observe(now - job.enqueued)
                 live.append(job)
         if live:
             self._decode(live)
+
+    def _dropped(self, job: Job, when: str) -> bool:
+        """Settle a job whose deadline passed or whose client went away, counted by reason; False if it is alive."""
+        exc: Exception
+        if job.expired():
+            reason, exc = "deadline", DeadlineExceeded(f"deadline exceeded {when}")
+        elif job.cancelled.is_set():
+            reason, exc = "cancelled", Cancelled("cancelled by the client")
+        else:
+            return False
+        self.metrics.dropped.labels(reason).inc()
+        job.future.set_exception(exc)
+        return True
 
     def _decode(self, live: list[Job]) -> None:
         """Decode admitted (running) jobs as one batch and settle their futures."""
@@ -260,22 +268,16 @@ class Engine:
 
         model = live[0].model
         # Streaming and beam search go step by step, dropping cancelled or expired rows at the next step. A plain
-        # greedy batch is short (milliseconds) and runs whole (one run of the fused variant's greedy graph);
-        # its jobs' deadlines and cancellations are checked before and after it.
-        stepwise = streaming or live[0].options.beam_size > 1
+        # greedy batch is short (milliseconds) and runs whole (one run of the fused variant's greedy graph): its
+        # rows are checked just before that run, and its jobs once more after it.
         results = model.transcribe(
-            words, live[0].options, on_token if streaming else None, alive if stepwise else None,
-            batch_size=max(len(words), 1),
-        )  # fmt: skip
+            words, live[0].options, on_token if streaming else None, alive, batch_size=max(len(words), 1)
+        )
         tokens = sum(len(r[0].phonemes) + 1 for r in results if r)
         self.metrics.tokens.inc(tokens)
         start = 0
         for job in live:
             part = results[start : start + len(job.words)]
             start += len(job.words)
-            if job.cancelled.is_set():
-                job.future.set_exception(Cancelled("cancelled by the client"))
-            elif job.expired():
-                job.future.set_exception(DeadlineExceeded("deadline exceeded while decoding"))
-            else:
+            if not self._dropped(job, "while decoding"):
                 job.future.set_result(part)

@@ -27,6 +27,13 @@ class Metrics:
         self.tokens = Counter("g2p_generated_tokens", "output tokens generated (incl. end tokens)", registry=r)
         self.queue_depth = Gauge("g2p_queue_depth", "requests waiting for a batch", registry=r)
         self.rejected = Counter("g2p_rejected_requests", "requests refused because the queue was full", registry=r)
+        self.dropped = Counter(
+            "g2p_dropped_requests",
+            "requests the engine dropped instead of decoding (or finishing) them: their deadline passed (deadline) "
+            "or their client went away (cancelled)",
+            ["reason"],
+            registry=r,
+        )
         self.model_state = Gauge(
             "g2p_model_loaded", "1 when a model version is loaded and ready", ["model", "version"], registry=r
         )

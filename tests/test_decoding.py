@@ -96,3 +96,25 @@ def test_decode_dispatches_on_beam_size(tiny_model, tokenizers):
     src, mask = pad_batch(tokenizers.encode_source(["cat"]))
     out = decode(TorchBackend(tiny_model), src, mask, DecodeOptions(beam_size=4, nbest=4, max_len=6))
     assert len(out[0]) == 4
+
+
+def test_the_whole_batch_greedy_run_skips_rows_that_are_dead_before_it():
+    """A backend's ``greedy`` (one run for the whole batch) gets only the rows alive just before it runs."""
+
+    class Whole(TableBackend):
+        def __init__(self) -> None:
+            self.runs: list[list[int]] = []
+
+        def greedy(self, src_ids, src_mask, limits):
+            self.runs.append(src_ids[:, 0].tolist())
+            tokens = np.tile(np.array([[5, EOS_ID]]), (len(src_ids), 1))
+            return tokens, np.zeros(tokens.shape, dtype=np.float32)
+
+    src, mask = _src(3)
+    src[:, 0] = [10, 11, 12]
+    backend = Whole()
+    hyps = greedy_search(backend, src, mask, DecodeOptions(), alive=lambda row: row != 1)
+    assert backend.runs == [[10, 12]]  # row 1 was not decoded
+    assert [(h.tokens, h.finished) for h in hyps] == [((5,), True), ((), False), ((5,), True)]
+    assert greedy_search(backend, src, mask, DecodeOptions(), alive=lambda row: False) == [hyps[1]] * 3
+    assert backend.runs == [[10, 12]]  # nothing alive: no run at all

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -20,17 +21,22 @@ class FakeModel:
         self.gate = threading.Event()
         self.gate.set()
         self.batches: list[list[str]] = []
+        self.decoded: list[str] = []  # the words alive when their batch decoded
         self.started = threading.Event()
+        self.on_batch: Callable[[list[str]], None] | None = None  # called as a batch starts
 
     def transcribe(self, words, options, on_token=None, alive=None, batch_size=256):
         self.batches.append(list(words))
         self.started.set()
+        if self.on_batch is not None:
+            self.on_batch(list(words))
         self.gate.wait(10)
         out = []
         for i, w in enumerate(words):
             if alive is not None and not alive(i):
                 out.append([Pronunciation((), 0.0, 0.0, False)])
                 continue
+            self.decoded.append(w)
             if on_token is not None:
                 for t in range(len(w)):
                     on_token(i, t)
@@ -109,6 +115,41 @@ def test_expired_and_cancelled_jobs_are_dropped_before_decoding():
     with pytest.raises(Cancelled):
         fg.result(5)
     assert all("late" not in b and "gone" not in b for b in model.batches)
+    eng.stop()
+
+
+def dropped(eng: Engine, reason: str) -> float:
+    return eng.metrics.registry.get_sample_value("g2p_dropped_requests_total", {"reason": reason}) or 0.0
+
+
+def test_an_idle_engine_does_not_decode_a_dead_job_inline():
+    eng, model = make(), FakeModel()
+    late = Job(model, ["late"], GREEDY, deadline=time.monotonic() - 0.001)
+    gone = Job(model, ["gone"], GREEDY)
+    gone.cancelled.set()
+    with pytest.raises(DeadlineExceeded):
+        eng.run(late).result(5)
+    with pytest.raises(Cancelled):
+        eng.run(gone).result(5)
+    assert model.batches == [] and (dropped(eng, "deadline"), dropped(eng, "cancelled")) == (1, 1)
+    assert eng.run(Job(model, ["ok"], GREEDY)).result(5)[0][0].phonemes == ("O", "K")
+    eng.stop()
+
+
+def test_a_plain_greedy_batch_drops_a_job_that_died_after_the_batch_was_taken():
+    eng, model = make(), FakeModel()
+    model.gate.clear()
+    first = eng.submit(Job(model, ["a"], GREEDY))  # occupies the worker
+    assert model.started.wait(5)
+    kept, gone = Job(model, ["kept"], GREEDY), Job(model, ["gone"], GREEDY)
+    fk, fg = eng.submit(kept), eng.submit(gone)
+    model.on_batch = lambda words: gone.cancelled.set() if "gone" in words else None  # between the checks
+    model.gate.set()
+    assert first.result(5) and fk.result(5)[0][0].phonemes == ("K", "E", "P", "T")
+    with pytest.raises(Cancelled):
+        fg.result(5)
+    assert ["kept", "gone"] in model.batches and "gone" not in model.decoded
+    assert dropped(eng, "cancelled") == 1
     eng.stop()
 
 

@@ -373,10 +373,35 @@ def test_cpp_load_generator_refuses_bad_arguments(loadgen, args, message, tmp_pa
     assert message in done.stderr and done.stdout == ""
 
 
-def test_deadline_is_honoured(stub, test_words):
-    with pytest.raises(grpc.RpcError) as err:
-        stub.Generate(pb.GenerateRequest(inputs=test_words, options=pb.GenerateOptions(beam_size=16)), timeout=0.01)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+def test_deadline_is_honoured(server, stub, monkeypatch):
+    """A request whose deadline passes while it waits is dropped by the engine, never decoded, and counted."""
+    gate = threading.Event()
+    seen: list[str] = []
+    transcribe = ModelVersion.transcribe
+
+    def held(self, words, *args, **kwargs):
+        seen.extend(words)
+        gate.wait(30)
+        return transcribe(self, words, *args, **kwargs)
+
+    def dropped() -> float:
+        return server.metrics.registry.get_sample_value("g2p_dropped_requests_total", {"reason": "deadline"}) or 0.0
+
+    before = dropped()
+    monkeypatch.setattr(ModelVersion, "transcribe", held)
+    busy = []
+    try:
+        for word in ["cat", "dog", "bird"][: server.settings.decode_workers() + 1]:  # the RPC thread and workers
+            busy.append(stub.Generate.future(pb.GenerateRequest(inputs=[word]), timeout=60))
+            _wait_for(lambda w=word: w in seen)  # one batch each: every decoder is held
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Generate(pb.GenerateRequest(inputs=["deadline"]), timeout=0.3)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        gate.set()
+    assert all(f.result().outputs for f in busy)
+    _wait_for(lambda: dropped() == before + 1)  # taken from the queue after its deadline: dropped, counted
+    assert "deadline" not in seen  # and never decoded
     assert generate(stub, ["cat"]).outputs[0].hypotheses[0].text == "K AE1 T"  # and the server goes on
 
 
