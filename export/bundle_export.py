@@ -26,6 +26,7 @@ from export.parity import decode_check, tensor_checks
 from export.variants import VariantContext, VariantResult, build_variants
 from g2p.bundle import (
     GRAPH_NAMES,
+    LEXICON_FILE,
     Limits,
     Manifest,
     ParityReport,
@@ -34,7 +35,7 @@ from g2p.bundle import (
     next_version,
     sha256_file,
 )
-from g2p.lexicon import read_test_split
+from g2p.lexicon import read_cmudict, read_test_split, write_lexicon_file
 from g2p.ort_backend import CPU, OrtBackend
 from g2p.tokenization import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, UnknownSymbolError
 from training import checkpoint as ckpt
@@ -57,6 +58,7 @@ class ExportOptions:
     int8_max_wer_increase: float = 0.5
     int8_eval_words: int | None = None  # None = the whole test split
     check_determinism: bool = True
+    lexicon: bool = True  # ship the CMU dictionary in the bundle (the text front end's lexicon)
     threads: int = 2
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
@@ -95,6 +97,8 @@ def export_bundle(opts: ExportOptions) -> Path:
 
         # 3. the bundle's fixed files, so the ORT backend can load it from staging
         tok.save(staging)
+        if opts.lexicon:
+            write_lexicon_file(staging / LEXICON_FILE, read_cmudict())
         files = {g: p.name for g, p in paths.items()}
         specs = specs_for(model)
         variants = {"fp32": VariantInfo(files=files, providers=[CPU, "CUDAExecutionProvider"])}
@@ -173,6 +177,7 @@ def _manifest(opts: ExportOptions, loaded: ckpt.LoadedModel, version: int, specs
         limits=Limits(max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len),
         source_alphabet=loaded.tokenizers.source_alphabet(),
         tokenizer_files={"source": SRC_TOKENIZER_FILE, "target": TGT_TOKENIZER_FILE},
+        lexicon_file=LEXICON_FILE if opts.lexicon else None,
         graphs=specs,
         variants=variants,
         opset=OPSET,
@@ -203,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="held-out words for the decode checks (test-split format)")  # fmt: skip
     ap.add_argument("--int8-eval-words", type=int, default=None, help="words for the int8 WER gate (default all)")
     ap.add_argument("--no-determinism-check", action="store_true")
+    ap.add_argument("--no-lexicon", action="store_true", help="leave the CMU dictionary out (the model alone serves)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if not args.name or "/" in args.name or args.name.startswith("."):
@@ -221,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         variants=tuple(args.variants),
         int8_eval_words=args.int8_eval_words,
         check_determinism=not args.no_determinism_check,
+        lexicon=not args.no_lexicon,
         threads=args.threads,
     )
     try:

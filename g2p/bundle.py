@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "manifest.json"
+LEXICON_FILE = "lexicon.tsv.gz"
 BUNDLE_FORMAT = "g2p-bundle/1"
 
 ElemType = Literal["int64", "bool", "float32", "float16"]
@@ -205,6 +206,9 @@ class Manifest(BaseModel):
     sha256: dict[str, str]
     checkpoint_sha256: str
     parity: ParityReport
+    lexicon_file: str | None = None
+    """The pronunciation dictionary served before the model (``g2p.lexicon.write_lexicon_file``); older
+    bundles have none and serve the model alone."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
@@ -237,10 +241,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def named_files(manifest: Manifest) -> dict[str, str]:
-    """Every file the manifest names (tokenizers, every variant's graphs) -> where it names it first."""
+    """Every file the manifest names (tokenizers, lexicon, every variant's graphs) -> where it names it first."""
     named: dict[str, str] = {}
     for key, name in manifest.tokenizer_files.items():
         named.setdefault(name, f"tokenizer_files.{key}")
+    if manifest.lexicon_file:
+        named.setdefault(manifest.lexicon_file, "lexicon_file")
     for variant, info in manifest.variants.items():
         for graph, name in info.files.items():
             named.setdefault(name, f"variants.{variant}.files.{graph}")

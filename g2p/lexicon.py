@@ -7,8 +7,10 @@ Spelling is normalised to lowercase. The CMU dictionary keeps the words made onl
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
 CMUDICT_WORD = re.compile(r"^[a-z'.\-]+$")
@@ -94,3 +96,79 @@ def group(entries: list[Entry]) -> dict[str, list[str]]:
         if pron not in out[word]:
             out[word].append(pron)
     return dict(out)
+
+
+# -------------------------------------------------------------------------------------------------
+# Pronunciation lexicons for lookup (the bundle's dictionary, a deployment's user lexicon)
+# -------------------------------------------------------------------------------------------------
+Lexicon = dict[str, tuple[tuple[str, ...], ...]]
+"""{word: its pronunciations, preferred first, each a tuple of phonemes}."""
+
+
+def to_lexicon(entries: list[Entry]) -> Lexicon:
+    """Entries in file order -> a lookup table (a word's first pronunciation is its preferred one)."""
+    return {w: tuple(tuple(p.split()) for p in prons) for w, prons in group(entries).items()}
+
+
+def write_lexicon_file(path: str | Path, entries: list[Entry]) -> Path:
+    """``word<TAB>phonemes`` per line, gzip-compressed, byte-identical for the same entries (no timestamp)."""
+    p = Path(path)
+    body = "".join(f"{w}\t{pron}\n" for w, pron in entries).encode("utf-8")
+    with p.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+        gz.write(body)
+    return p
+
+
+def read_lexicon_file(path: str | Path) -> Lexicon:
+    """A file written by :func:`write_lexicon_file`."""
+    p = Path(path)
+    try:
+        text = gzip.decompress(p.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise LexiconError(f"{p}: not a gzip-compressed UTF-8 lexicon: {exc}") from exc
+    entries: list[Entry] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        word, sep, pron = line.partition("\t")
+        if not sep or not word or not pron.strip():
+            raise LexiconError(f"{p}:{n}: expected 'word<TAB>phonemes', got {line!r}")
+        entries.append((word, pron))
+    return to_lexicon(entries)
+
+
+def read_user_lexicon(path: str | Path, inventory: Collection[str]) -> Lexicon:
+    """A deployment's own lexicon: ``word<TAB>phonemes`` per line (``#`` comments and blank lines skipped), several
+    lines of one word = its pronunciations in order of preference. Every phoneme must be in ``inventory``; the
+    first bad line refuses the whole file (``LexiconError`` naming the file, the line and the problem)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LexiconError(f"user lexicon {p}: cannot be read: {exc}") from exc
+    entries: list[Entry] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        word, sep, pron = line.partition("\t")
+        try:
+            entries.append(user_entry(word if sep else "", pron, inventory))
+        except LexiconError as exc:
+            raise LexiconError(f"user lexicon {p}:{n}: {exc}") from exc
+    return to_lexicon(entries)
+
+
+USER_WORD = re.compile(r"^[a-z]+(?:['.\-][a-z]+)*'?$")
+
+
+def user_entry(word: str, pron: str, inventory: Collection[str]) -> Entry:
+    """One user entry, validated: a word of letters (inner apostrophes, periods, hyphens) and phonemes of the
+    model's inventory (ARPAbet with stress digits, space-separated)."""
+    w = word.strip().lower()
+    if not USER_WORD.match(w):
+        raise LexiconError(f"word {word!r} must be letters (with inner ' . -), e.g. 'tomato<TAB>T AH0 M EY1 T OW2'")
+    phones = pron.split()
+    if not phones:
+        raise LexiconError(f"word {w!r} has no phonemes")
+    bad = [ph for ph in phones if ph not in inventory]
+    if bad:
+        raise LexiconError(f"word {w!r}: phonemes {bad} are not in the model's inventory (ARPAbet with stress digits)")
+    return (w, " ".join(phones))

@@ -1,0 +1,298 @@
+"""Text in, pronunciations out: tokens with spans -> spoken words -> user lexicon, CMU lexicon, then the model.
+
+    from g2p.text import Phonemizer
+    g2p = Phonemizer.from_bundle("models/g2p/1")
+    result = g2p("Dr. Smith paid $5.20.")
+    result.phonemes()            # 'D AA1 K T ER0 | S M IH1 TH | P EY1 D | F AY1 V | ... .'
+    result.phonemes("ipa")       # 'ˈdɑktɚ ˈsmɪθ ˈpeɪd ...'
+
+Precedence for each spoken word: the request's overrides, then the deployment's user lexicon (both reported as
+source ``user``), then the bundle's dictionary (``lexicon``; its other pronunciations are the alternatives), then
+the model (``model``, with its score). The model sees each distinct unknown word once per call, in one batch;
+its answers are kept in a bounded LRU cache. A word longer than the model reads is cut into pieces it can read.
+"""  # noqa: RUF002 (IPA)
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from g2p.lexicon import Lexicon, read_lexicon_file
+from g2p.text.alphabets import strip_stress, to_ipa
+from g2p.text.tokens import Token, tokenize
+
+Alphabet = Literal["arpabet", "arpabet-nostress", "ipa"]
+ALPHABETS: tuple[Alphabet, ...] = ("arpabet", "arpabet-nostress", "ipa")
+WORD_SEPARATOR = " | "
+"""Between two words of a flat ARPAbet string (phonemes themselves are separated by single spaces)."""
+
+LETTER_NAMES: dict[str, tuple[str, ...]] = {
+    k: tuple(v.split())
+    for k, v in {
+        "a": "EY1", "b": "B IY1", "c": "S IY1", "d": "D IY1", "e": "IY1", "f": "EH1 F", "g": "JH IY1",
+        "h": "EY1 CH", "i": "AY1", "j": "JH EY1", "k": "K EY1", "l": "EH1 L", "m": "EH1 M", "n": "EH1 N",
+        "o": "OW1", "p": "P IY1", "q": "K Y UW1", "r": "AA1 R", "s": "EH1 S", "t": "T IY1", "u": "Y UW1",
+        "v": "V IY1", "w": "D AH1 B AH0 L Y UW0", "x": "EH1 K S", "y": "W AY1", "z": "Z IY1",
+    }.items()
+}  # fmt: skip
+"""A single letter spelled out (in an initialism, a URL, "3 p.m.") is its name, not the word ("a" -> EY1, not AH0)."""
+
+ModelAnswer = tuple[tuple[str, ...], float]
+ModelFn = Callable[[Sequence[str]], Sequence[ModelAnswer]]
+"""Distinct words -> (phonemes, score) of each, in order: the model's best hypothesis."""
+
+
+@dataclass(frozen=True)
+class WordPron:
+    """One spoken word and how it is pronounced."""
+
+    word: str
+    phonemes: tuple[str, ...]
+    source: str  # "user", "lexicon" or "model"
+    alternatives: tuple[tuple[str, ...], ...] = ()
+    score: float | None = None  # the model's (length-normalised log-probability); None for lexicon words
+    cached: bool = False  # a model answer taken from the cache
+
+    def render(self, alphabet: Alphabet = "arpabet") -> str:
+        return render(self.phonemes, alphabet)
+
+
+@dataclass(frozen=True)
+class TokenPron:
+    token: Token
+    words: tuple[WordPron, ...]
+
+
+@dataclass(frozen=True)
+class TextPron:
+    """A text's tokens (with spans into ``text``), each with its spoken words' pronunciations."""
+
+    text: str
+    tokens: tuple[TokenPron, ...]
+
+    def phonemes(self, alphabet: Alphabet = "arpabet") -> str:
+        """One flat string for a synthesiser: words and punctuation in order, skipped tokens left out.
+
+        ARPAbet: a word's phonemes separated by spaces, words by `` | ``, punctuation after a space
+        (``HH AH0 L OW1 , | W ER1 L D !``). IPA: words separated by spaces, punctuation attached
+        (``həˈloʊ, ˈwɝld!``)."""  # noqa: RUF002 (IPA)
+        parts: list[tuple[bool, str]] = []  # (is_word, text)
+        for t in self.tokens:
+            if t.token.kind == "punctuation":
+                parts.append((False, t.token.text.strip()))
+            parts.extend((True, w.render(alphabet)) for w in t.words)
+        return join_flat(parts, ipa=alphabet == "ipa")
+
+    def sources(self) -> list[str]:
+        return [w.source for t in self.tokens for w in t.words]
+
+
+def join_flat(parts: Sequence[tuple[bool, str]], ipa: bool) -> str:
+    out = ""
+    prev_word = False
+    for is_word, text in parts:
+        if not text:
+            continue
+        if not out:
+            out = text
+        elif is_word and prev_word:
+            out += (" " if ipa else WORD_SEPARATOR) + text
+        elif ipa and not is_word:
+            out += text
+        else:
+            out += " " + text
+        prev_word = is_word
+    return out
+
+
+def render(phonemes: Sequence[str], alphabet: Alphabet = "arpabet") -> str:
+    if alphabet == "arpabet":
+        return " ".join(phonemes)
+    if alphabet == "arpabet-nostress":
+        return " ".join(strip_stress(phonemes))
+    if alphabet == "ipa":
+        return to_ipa(phonemes)
+    raise ValueError(f"alphabet must be one of {ALPHABETS}, got {alphabet!r}")
+
+
+class ModelCache:
+    """A bounded LRU cache of model answers, safe across threads."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._items: OrderedDict[str, ModelAnswer] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, word: str) -> ModelAnswer | None:
+        with self._lock:
+            found = self._items.get(word)
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(word)
+            self.hits += 1
+            return found
+
+    def put(self, word: str, answer: ModelAnswer) -> None:
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._items[word] = answer
+            self._items.move_to_end(word)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def pieces(word: str, max_chars: int) -> list[str]:
+    """A word cut into pieces of at most ``max_chars`` (the model's source limit); apostrophes never lead a piece."""
+    out: list[str] = []
+    rest = word
+    while len(rest) > max_chars:
+        cut = max_chars
+        while cut > 1 and rest[cut] == "'":
+            cut -= 1
+        out.append(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        out.append(rest)
+    return [p.strip("'") for p in out if p.strip("'")]
+
+
+class Phonemizer:
+    """Texts -> :class:`TextPron`. Thread-safe; the user lexicon may be swapped while it serves."""
+
+    def __init__(
+        self,
+        lexicon: Lexicon | None,
+        model: ModelFn | None,
+        max_word_chars: int,
+        user: Lexicon | None = None,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.lexicon: Lexicon = lexicon or {}
+        self.user: Lexicon = user or {}
+        self.model = model
+        self.max_word_chars = max_word_chars
+        self.cache = ModelCache(cache_size)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, variant: str = "auto", threads: int = 2) -> Phonemizer:
+        """In process, on ONNX Runtime's CPU provider: the bundle's lexicon (if it has one) and model."""
+        from g2p.bundle import verify_bundle
+        from g2p.decoding import DecodeOptions
+        from g2p.ort_backend import CPU, OrtBackend
+        from g2p.pipeline import transcribe
+        from g2p.tokenization import G2PTokenizers
+
+        d = Path(path)
+        manifest = verify_bundle(d)
+        name = variant if variant != "auto" else ("fused" if "fused" in manifest.variants else "fp32")
+        backend = OrtBackend(d, name, [CPU], config=threads, manifest=manifest)
+        tok = G2PTokenizers.load(d)
+        options = DecodeOptions(beam_size=1, max_len=manifest.limits.max_target_len)
+
+        def model(words: Sequence[str]) -> list[ModelAnswer]:
+            return [(r[0].phonemes, r[0].score) for r in transcribe(backend, tok, words, options)]
+
+        lexicon = read_lexicon_file(d / manifest.lexicon_file) if manifest.lexicon_file else None
+        return cls(lexicon, model, manifest.limits.max_word_chars)
+
+    def __call__(
+        self,
+        texts: str | Sequence[str],
+        overrides: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
+        model: ModelFn | None = None,
+    ) -> TextPron | list[TextPron]:
+        """One text -> one result; a list of texts -> a list (all their unknown words in one model batch)."""
+        single = isinstance(texts, str)
+        out = self.phonemize([texts] if isinstance(texts, str) else list(texts), overrides, model)
+        return out[0] if single else out
+
+    def phonemize(
+        self,
+        texts: Sequence[str],
+        overrides: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
+        model: ModelFn | None = None,
+    ) -> list[TextPron]:
+        over = overrides or {}
+        user, lexicon = self.user, self.lexicon  # one snapshot for the whole call (a reload swaps the objects)
+        tokenized = [tokenize(t, lambda w: w in over or w in user or w in lexicon) for t in texts]
+        spoken = {w for tokens in tokenized for t in tokens for w in t.spoken}
+        unknown = sorted(w for w in spoken if w not in over and w not in user and w not in lexicon)
+        guessed = self._guess(unknown, model or self.model)
+
+        def pron(word: str, spelled: bool) -> WordPron:
+            alts = lexicon.get(word, ())
+            if spelled and word in LETTER_NAMES and word not in over and word not in user:
+                name = LETTER_NAMES[word]
+                return WordPron(word, name, "lexicon", tuple(p for p in alts if p != name))
+            for table in (over, user):
+                if word in table:
+                    prons = tuple(table[word])
+                    rest = tuple(p for p in (*prons[1:], *alts) if p != prons[0])
+                    return WordPron(word, prons[0], "user", _unique(rest))
+            if alts:
+                return WordPron(word, alts[0], "lexicon", alts[1:])
+            return guessed[word]
+
+        return [
+            TextPron(text, tuple(TokenPron(t, tuple(pron(w, t.kind != "word") for w in t.spoken)) for t in tokens))
+            for text, tokens in zip(texts, tokenized, strict=True)
+        ]
+
+    def _guess(self, words: Sequence[str], model: ModelFn | None) -> dict[str, WordPron]:
+        """The model's answers for unknown words: cached ones first, the rest in one call (long words in pieces)."""
+        out: dict[str, WordPron] = {}
+        todo: list[str] = []
+        for w in words:
+            hit = self.cache.get(w)
+            if hit is not None:
+                out[w] = WordPron(w, hit[0], "model", (), hit[1], cached=True)
+            else:
+                todo.append(w)
+        if not todo:
+            return out
+        if model is None:
+            raise LookupError(f"no model to pronounce {todo[:5]} (a lexicon-only phonemizer)")
+        split = {w: pieces(w, self.max_word_chars) for w in todo}
+        inputs = sorted({p for ps in split.values() for p in ps})
+        answers = dict(zip(inputs, model(inputs), strict=True))
+        for w, ps in split.items():
+            phones = tuple(ph for p in ps for ph in answers[p][0])
+            score = min((answers[p][1] for p in ps), default=0.0)
+            self.cache.put(w, (phones, score))
+            out[w] = WordPron(w, phones, "model", (), score)
+        return out
+
+
+def _unique(prons: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    seen: list[tuple[str, ...]] = []
+    for p in prons:
+        if p not in seen:
+            seen.append(p)
+    return tuple(seen)
+
+
+def validate_overrides(
+    overrides: Mapping[str, str], inventory: Collection[str]
+) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Per-request ``{word: "PH ON EMES"}`` -> lookup form; ``LexiconError`` names the bad entry."""
+    from g2p.lexicon import LexiconError, user_entry
+
+    table: dict[str, tuple[tuple[str, ...], ...]] = {}
+    for word, pron in overrides.items():
+        try:
+            w, p = user_entry(word, pron, inventory)
+        except LexiconError as exc:
+            raise LexiconError(f"lexicon override {word!r}: {exc}") from exc
+        table[w] = (tuple(p.split()),)
+    return table
