@@ -24,6 +24,7 @@ def small_bundle(directory: Path, **variants: dict[str, str]) -> Manifest:
     manifest = Manifest.read(SHIPPED_MANIFEST).model_copy(
         update={
             "tokenizer_files": TOKENIZERS,
+            "lexicon_file": None,
             "variants": {"fp32": VariantInfo(files=GRAPHS, providers=["CPUExecutionProvider"])}
             | {v: VariantInfo(files=files, providers=["CPUExecutionProvider"]) for v, files in variants.items()},
             "sha256": {name: sha256_file(directory / name) for name in sorted(names)},
@@ -43,6 +44,15 @@ def test_a_variant_file_missing_from_the_sha256_table_is_refused(tmp_path):
     small_bundle(d, int8=GRAPHS | {"encoder": "int8_encoder.onnx"})
     (d / "int8_encoder.onnx").write_bytes(b"unhashed graph")
     with pytest.raises(BundleError, match=r"file 'int8_encoder.onnx' \(variants.int8.files.encoder\) is not listed"):
+        verify_bundle(d)
+
+
+def test_a_lexicon_file_missing_from_the_sha256_table_is_refused(tmp_path):
+    d = tmp_path / "b"
+    manifest = small_bundle(d)
+    (d / "lexicon.tsv.gz").write_bytes(b"unhashed dictionary")
+    manifest.model_copy(update={"lexicon_file": "lexicon.tsv.gz"}).write(d)
+    with pytest.raises(BundleError, match=r"file 'lexicon.tsv.gz' \(lexicon_file\) is not listed"):
         verify_bundle(d)
 
 
