@@ -10,6 +10,7 @@ import logging
 import sys
 
 from g2p.bundle import BundleError
+from g2p.lexicon import LexiconError
 from service.runtime import ProviderError
 from service.server import G2PServer, configure_logging
 from service.settings import SettingsError, load_settings
@@ -25,7 +26,7 @@ def main() -> int:
     server = G2PServer(settings)
     try:
         server.start()
-    except (BundleError, ProviderError, OSError) as exc:
+    except (BundleError, ProviderError, LexiconError, OSError) as exc:
         logging.getLogger("g2p.server").error(f"cannot start: {exc}")
         server.stop(0)
         return 1

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+if TYPE_CHECKING:
+    from g2p.text.phonemizer import TextPron
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -37,8 +40,23 @@ class Metrics:
         self.model_state = Gauge(
             "g2p_model_loaded", "1 when a model version is loaded and ready", ["model", "version"], registry=r
         )
+        self.text_words = Counter(
+            "g2p_text_words", "spoken words pronounced by the text front end, by source", ["source"], registry=r
+        )
+        self.model_cache_hits = Counter("g2p_model_cache_hits", "unknown words answered from the cache", registry=r)
+        self.model_cache_size = Gauge("g2p_model_cache_size", "model answers in the cache", registry=r)
         self.server_ready = Gauge("g2p_server_ready", "1 while the server is SERVING", registry=r)
         self.http_port: int | None = None
+
+    def count_text(self, results: Sequence[TextPron], cache_size: int) -> None:
+        """Per spoken word: its source (cache hits counted apart), and the cache's size after the request."""
+        for r in results:
+            for t in r.tokens:
+                for w in t.words:
+                    self.text_words.labels(w.source).inc()
+                    if w.cached:
+                        self.model_cache_hits.inc()
+        self.model_cache_size.set(cache_size)
 
     def serve(self, host: str, port: int) -> int:
         server, _ = start_http_server(port, addr=host, registry=self.registry)

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from g2p.bundle import ENCODER, BundleError, Manifest, verify_bundle
+from g2p.bundle import ENCODER, BundleError, Manifest, bundle_file, verify_bundle
 from g2p.decoding import DecodeOptions
+from g2p.lexicon import read_lexicon_file
 from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, ort_replicas, provider_name
 from g2p.pipeline import ParallelTranscriber, Pronunciation
+from g2p.text.phonemizer import Phonemizer
 from g2p.tokenization import G2PTokenizers
 from service.settings import Settings
 
@@ -85,6 +87,12 @@ class ModelVersion:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def phonemizer(self) -> Phonemizer:
+        """The text front end over this version's dictionary (``text_front_end``)."""
+        ph: Phonemizer = self.extra["phonemizer"]
+        return ph
+
+    @property
     def max_output_tokens(self) -> int:
         return self.manifest.limits.max_target_len
 
@@ -142,6 +150,13 @@ def warm_up(
     return {w: " ".join(r[0].phonemes) for w, r in zip(words, out, strict=True)}
 
 
+def text_front_end(path: Path, manifest: Manifest, settings: Settings) -> Phonemizer:
+    """This version's phonemizer: the bundle's dictionary (none in older bundles: the model alone), no model
+    function of its own (the servicer passes one that goes through the engine)."""
+    lexicon = read_lexicon_file(bundle_file(path, manifest.lexicon_file)) if manifest.lexicon_file else None
+    return Phonemizer(lexicon, None, manifest.limits.max_word_chars, cache_size=settings.model_cache_size)
+
+
 def load_version(path: Path, settings: Settings, providers: list[Provider] | None = None) -> ModelVersion:
     """Verify, open, warm up and test-decode one bundle version; ``BundleError`` says why it is refused."""
     t0 = time.monotonic()
@@ -174,7 +189,7 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
         providers_used=[provider_name(p) for p in providers if provider_name(p) in used],
         alphabet=frozenset(manifest.source_alphabet),
         load_seconds=time.monotonic() - t0,
-        extra={"smoke": smoke},
+        extra={"smoke": smoke, "phonemizer": text_front_end(path, manifest, settings)},
     )
     weakref.finalize(mv, parallel.close)  # the last holder gone (an unloaded version): its decode threads stop
     return mv

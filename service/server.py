@@ -27,6 +27,7 @@ from service.repository import ModelRepository
 from service.runtime import on_gpu, resolve_providers
 from service.servicers import G2PServicer, InferenceServicer
 from service.settings import Settings
+from service.text import UserLexicon
 
 log = logging.getLogger("g2p.server")
 
@@ -120,9 +121,11 @@ class G2PServer:
             ],
             maximum_concurrent_rpcs=threads,
         )
-        g2p_pb2_grpc.add_G2PServicer_to_server(G2PServicer(s, self.repo, self.engine), server)
+        # a bad user lexicon stops the start (LexiconError naming its line); later, a bad edit keeps the previous one
+        user = UserLexicon(s.user_lexicon, model.tokenizers.phoneme_inventory(), s.user_lexicon_check_s)
+        g2p_pb2_grpc.add_G2PServicer_to_server(G2PServicer(s, self.repo, self.engine, user), server)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(s, self.repo, self.engine, lambda: self.serving), server
+            InferenceServicer(s, self.repo, self.engine, lambda: self.serving, user), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

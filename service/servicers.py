@@ -22,6 +22,8 @@ import numpy as np
 
 from g2p.decoding import DecodeOptions
 from g2p.pipeline import Pronunciation
+from g2p.text.phonemizer import ALPHABETS as TEXT_ALPHABETS
+from g2p.text.phonemizer import TextPron
 from g2p.tokenization import PAD_ID
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc
@@ -31,6 +33,9 @@ from service.engine import Cancelled, DeadlineExceeded, Engine, EngineStopped, J
 from service.repository import FAILED, LOADING, READY, UNLOADED, ModelNotFound, ModelRepository
 from service.runtime import ModelVersion
 from service.settings import Settings
+from service.text import ALPHABETS, UserLexicon, check_texts, overrides_of, to_proto
+from service.text import model_options as text_model_options
+from service.text import phonemize as phonemize_texts
 from service.validation import InvalidArgument, check_inputs, decode_options
 
 log = logging.getLogger("g2p.service")
@@ -140,11 +145,34 @@ def to_hypothesis(p: Pronunciation) -> pb.Hypothesis:
     )
 
 
+def pronounce_texts(
+    engine: Engine,
+    model: ModelVersion,
+    texts: list[str],
+    overrides: dict[str, tuple[tuple[str, ...], ...]],
+    user: UserLexicon,
+    context: grpc.ServicerContext,
+) -> list[TextPron]:
+    """The text front end for one request: its unknown words go through the engine as one job (batched with
+    other requests' work), within the RPC's deadline."""
+
+    def model_fn(words: list[str]) -> list[tuple[tuple[str, ...], float]]:
+        job = Job(model, words, text_model_options(model.max_output_tokens))
+        return [(r[0].phonemes, r[0].score) for r in run_job(engine, job, context)]
+
+    results = phonemize_texts(model.phonemizer, texts, user.current(), overrides, model_fn)
+    engine.metrics.count_text(results, len(model.phonemizer.cache))
+    return results
+
+
 class G2PServicer(pb_grpc.G2PServicer):
-    def __init__(self, settings: Settings, repo: ModelRepository, engine: Engine) -> None:
+    def __init__(
+        self, settings: Settings, repo: ModelRepository, engine: Engine, user_lexicon: UserLexicon | None = None
+    ) -> None:
         self.settings = settings
         self.repo = repo
         self.engine = engine
+        self.user_lexicon = user_lexicon or UserLexicon(None, [])
 
     def _prepare(
         self, request: pb.GenerateRequest, greedy_only: bool = False
@@ -223,6 +251,20 @@ class G2PServicer(pb_grpc.G2PServicer):
             yield pb.GenerateStreamResponse(index=i, final=final, model=model.name, model_version=model.version)
 
     @guarded
+    def Phonemize(self, request: pb.PhonemizeRequest, context: grpc.ServicerContext) -> pb.PhonemizeResponse:  # noqa: N802
+        model = self.repo.get(request.model, request.model_version)
+        s = self.settings
+        texts = check_texts(list(request.texts), s.max_texts_per_request, s.max_text_chars)
+        alphabet = ALPHABETS.get(request.options.alphabet)
+        if alphabet is None:
+            raise InvalidArgument(f"options.alphabet: unknown value {request.options.alphabet}")
+        overrides = overrides_of(dict(request.options.lexicon), model.tokenizers.phoneme_inventory())
+        results = pronounce_texts(self.engine, model, texts, overrides, self.user_lexicon, context)
+        return pb.PhonemizeResponse(
+            results=[to_proto(r, alphabet) for r in results], model=model.name, model_version=model.version
+        )
+
+    @guarded
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:  # noqa: N802
         return pb.ListModelsResponse(models=[self.model_info(0)])
 
@@ -264,8 +306,12 @@ class G2PServicer(pb_grpc.G2PServicer):
                     max_output_tokens=min(s.max_output_tokens, default.max_output_tokens),
                     max_beam_size=s.max_beam_size,
                     max_message_bytes=s.max_message_bytes,
+                    max_texts=s.max_texts_per_request,
+                    max_text_chars=s.max_text_chars,
                 )
             )
+            info.lexicon_words = len(default.phonemizer.lexicon)
+            info.user_lexicon_words = len(self.user_lexicon.table)
             info.source_alphabet = "".join(sorted(default.alphabet))
             info.inputs.append(
                 pb.TensorDescription(name="inputs", datatype="STRING", shape=[-1], description="words to transcribe")
@@ -310,13 +356,23 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
     """Models: ``<name>`` (text: text_input BYTES [N] -> text_output BYTES [N], parameter beam_size) and
     ``<name>_encoder`` (tensors: src_ids INT64 [B, S] (+ optional src_mask BOOL [B, S]) -> memory FP32 [B, S, D])."""
 
-    def __init__(self, settings: Settings, repo: ModelRepository, engine: Engine, serving: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repo: ModelRepository,
+        engine: Engine,
+        serving: Callable[[], bool],
+        user_lexicon: UserLexicon | None = None,
+    ) -> None:
         self.settings = settings
         self.repo = repo
         self.engine = engine
         self.serving = serving
+        self.user_lexicon = user_lexicon or UserLexicon(None, [])
         self.text_model = repo.name
         self.encoder_model = f"{repo.name}_encoder"
+        self.phonemize_model = f"{repo.name}_text"
+        self.models = (self.text_model, self.phonemize_model, self.encoder_model)
 
     def ServerLive(self, request: v2.ServerLiveRequest, context: grpc.ServicerContext) -> v2.ServerLiveResponse:  # noqa: N802
         return v2.ServerLiveResponse(live=True)
@@ -332,8 +388,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         return v2.ServerMetadataResponse(name="g2p-service", version=__version__, extensions=[])
 
     def _model(self, name: str, version: str) -> ModelVersion:
-        if name not in (self.text_model, self.encoder_model):
-            raise ModelNotFound(f"model {name!r} not found (models: {self.text_model}, {self.encoder_model})")
+        if name not in self.models:
+            raise ModelNotFound(f"model {name!r} not found (models: {', '.join(self.models)})")
         if version and not version.isdigit():
             raise InvalidArgument(f"model_version: {version!r} is not a version number")
         return self.repo.get(self.repo.name, int(version or 0))
@@ -343,7 +399,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         try:
             self._model(request.name, request.version)
         except ModelNotFound:
-            if request.name not in (self.text_model, self.encoder_model):
+            if request.name not in self.models:
                 raise
             return v2.ModelReadyResponse(ready=False)
         return v2.ModelReadyResponse(ready=self.serving())
@@ -356,6 +412,12 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         versions = [str(m.version) for m in self.repo.ready()]
         tm = v2.ModelMetadataResponse.TensorMetadata
         providers = ",".join(model.providers_used)
+        if request.name == self.phonemize_model:
+            return v2.ModelMetadataResponse(
+                name=request.name, versions=versions, platform=f"g2p_text_front_end[{providers}]",
+                inputs=[tm(name="text_input", datatype="BYTES", shape=[-1])],
+                outputs=[tm(name="text_output", datatype="BYTES", shape=[-1])],
+            )  # fmt: skip
         if request.name == self.text_model:
             return v2.ModelMetadataResponse(
                 name=request.name, versions=versions, platform=f"onnxruntime_g2p[{providers}]",
@@ -378,6 +440,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             )
         if request.model_name == self.text_model:
             return self._infer_text(model, request, context)
+        if request.model_name == self.phonemize_model:
+            return self._infer_phonemize(model, request, context)
         return self._infer_encoder(model, request)
 
     def _inputs(self, request: v2.ModelInferRequest, allowed: dict[str, str], required: set[str]) -> dict[str, Any]:
@@ -396,9 +460,8 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"inputs: missing required input(s) {sorted(missing)}")
         return found
 
-    def _infer_text(
-        self, model: ModelVersion, request: v2.ModelInferRequest, context: grpc.ServicerContext
-    ) -> v2.ModelInferResponse:
+    def _text_input(self, request: v2.ModelInferRequest) -> tuple[list[str], list[int]]:
+        """The ``text_input`` BYTES [N] or [N, 1] tensor as strings, and its shape; only ``text_output`` asked."""
         found = self._inputs(request, {"text_input": "BYTES"}, {"text_input"})
         k, t = found["text_input"]
         shape = list(t.shape)
@@ -417,7 +480,34 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"inputs[{k}] (text_input): element is not UTF-8 ({exc.reason})") from None
         for o in request.outputs:
             if o.name != "text_output":
-                raise InvalidArgument(f"outputs: unknown output {o.name!r} (model {self.text_model} has text_output)")
+                raise InvalidArgument(
+                    f"outputs: unknown output {o.name!r} (model {request.model_name} has text_output)"
+                )
+        return texts, shape
+
+    def _infer_phonemize(
+        self, model: ModelVersion, request: v2.ModelInferRequest, context: grpc.ServicerContext
+    ) -> v2.ModelInferResponse:
+        """``g2p_text``: each text's flat phoneme string (parameter ``alphabet``: arpabet, arpabet-nostress, ipa)."""
+        texts, shape = self._text_input(request)
+        s = self.settings
+        texts = check_texts(texts, s.max_texts_per_request, s.max_text_chars, field="text_input")
+        alphabet = "arpabet"
+        if "alphabet" in request.parameters:
+            alphabet = request.parameters["alphabet"].string_param
+            if alphabet not in TEXT_ALPHABETS:
+                raise InvalidArgument(f"parameters.alphabet: {alphabet!r}, expected one of {list(TEXT_ALPHABETS)}")
+        results = pronounce_texts(self.engine, model, texts, {}, self.user_lexicon, context)
+        out = [r.phonemes(alphabet).encode() for r in results]  # type: ignore[arg-type]
+        resp = v2.ModelInferResponse(model_name=request.model_name, model_version=str(model.version), id=request.id)
+        resp.outputs.add(name="text_output", datatype="BYTES", shape=[len(out), *shape[1:]])
+        resp.raw_output_contents.append(serialize_bytes(out))
+        return resp
+
+    def _infer_text(
+        self, model: ModelVersion, request: v2.ModelInferRequest, context: grpc.ServicerContext
+    ) -> v2.ModelInferResponse:
+        texts, shape = self._text_input(request)
         words = check_inputs("text_input", texts, model, self.settings)
         beam = None
         if "beam_size" in request.parameters:

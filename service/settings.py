@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     max_beam_size: int = Field(16, ge=1)
     default_beam_size: int = Field(1, ge=1)
 
+    # the text front end (Phonemize, v2 g2p_text)
+    max_texts_per_request: int = Field(64, ge=1, description="texts per Phonemize request / g2p_text elements")
+    max_text_chars: int = Field(2000, ge=1, description="characters per text")
+    user_lexicon: Path | None = Field(
+        None,
+        description="word<TAB>phonemes file that wins over the bundle's dictionary; re-read when it changes, a bad "
+        "file is refused whole (its line named) and the previous one keeps serving",
+    )
+    user_lexicon_check_s: float = Field(1.0, ge=0.0, description="how often a request may stat the user lexicon")
+    model_cache_size: int = Field(100_000, ge=0, description="model answers for unknown words kept (LRU); 0 = off")
+
     # observability and lifecycle
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -92,20 +92,18 @@ class TextPron:
 
 
 def join_flat(parts: Sequence[tuple[bool, str]], ipa: bool) -> str:
+    """Words and punctuation in order: a word follows anything with `` | `` (IPA: a space), punctuation follows
+    with a space (IPA: attached)."""
     out = ""
-    prev_word = False
     for is_word, text in parts:
         if not text:
             continue
         if not out:
             out = text
-        elif is_word and prev_word:
+        elif is_word:
             out += (" " if ipa else WORD_SEPARATOR) + text
-        elif ipa and not is_word:
-            out += text
         else:
-            out += " " + text
-        prev_word = is_word
+            out += ("" if ipa else " ") + text
     return out
 
 
@@ -222,9 +220,12 @@ class Phonemizer:
         texts: Sequence[str],
         overrides: Mapping[str, Sequence[tuple[str, ...]]] | None = None,
         model: ModelFn | None = None,
+        user: Lexicon | None = None,
     ) -> list[TextPron]:
+        """``user`` replaces the phonemizer's own user lexicon for this call (a service's reloaded file)."""
         over = overrides or {}
-        user, lexicon = self.user, self.lexicon  # one snapshot for the whole call (a reload swaps the objects)
+        lexicon = self.lexicon
+        user = self.user if user is None else user
         tokenized = [tokenize(t, lambda w: w in over or w in user or w in lexicon) for t in texts]
         spoken = {w for tokens in tokenized for t in tokens for w in t.spoken}
         unknown = sorted(w for w in spoken if w not in over and w not in user and w not in lexicon)

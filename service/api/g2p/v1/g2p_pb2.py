@@ -24,15 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cservice/api/g2p/v1/g2p.proto\x12\x06g2p.v1\"\xcd\x01\n\x0fGenerateOptions\x12\x16\n\tbeam_size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0enum_hypotheses\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x42\x0c\n\n_beam_sizeB\x11\n\x0f_num_hypothesesB\x14\n\x12_max_output_tokensB\x11\n\x0f_length_penalty\"q\n\x0fGenerateRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.g2p.v1.GenerateOptions\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\"\\\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0f\n\x07logprob\x18\x04 \x01(\x02\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"?\n\x06Output\x12\r\n\x05input\x18\x01 \x01(\t\x12&\n\nhypotheses\x18\x02 \x03(\x0b\x32\x12.g2p.v1.Hypothesis\"Y\n\x10GenerateResponse\x12\x1f\n\x07outputs\x18\x01 \x03(\x0b\x32\x0e.g2p.v1.Output\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\"-\n\nTokenEvent\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\"\x9c\x01\n\x16GenerateStreamResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12#\n\x05token\x18\x02 \x01(\x0b\x32\x12.g2p.v1.TokenEventH\x00\x12\x1f\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x0e.g2p.v1.OutputH\x00\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.g2p.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x9d\x01\n\x06Limits\x12\x12\n\nmax_inputs\x18\x01 \x01(\r\x12\x17\n\x0fmax_input_chars\x18\x02 \x01(\r\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rmax_beam_size\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x04\x42\x14\n\x12_max_output_tokens\"W\n\x11TensorDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xaa\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.g2p.v1.ModelState\x12\x1b\n\x13\x65xecution_providers\x18\x03 \x03(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x07 \x01(\t\"\xe9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x04\x12%\n\x08versions\x18\x03 \x03(\x0b\x32\x13.g2p.v1.VersionInfo\x12\x1e\n\x06limits\x18\x04 \x01(\x0b\x32\x0e.g2p.v1.Limits\x12\x17\n\x0fsource_alphabet\x18\x05 \x01(\t\x12)\n\x06inputs\x18\x06 \x03(\x0b\x32\x19.g2p.v1.TensorDescription\x12*\n\x07outputs\x18\x07 \x03(\x0b\x32\x19.g2p.v1.TensorDescription*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\x8e\x02\n\x03G2P\x12=\n\x08Generate\x12\x17.g2p.v1.GenerateRequest\x1a\x18.g2p.v1.GenerateResponse\x12K\n\x0eGenerateStream\x12\x17.g2p.v1.GenerateRequest\x1a\x1e.g2p.v1.GenerateStreamResponse0\x01\x12\x43\n\nListModels\x12\x19.g2p.v1.ListModelsRequest\x1a\x1a.g2p.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.g2p.v1.GetModelRequest\x1a\x11.g2p.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cservice/api/g2p/v1/g2p.proto\x12\x06g2p.v1\"\xcd\x01\n\x0fGenerateOptions\x12\x16\n\tbeam_size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0enum_hypotheses\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x04 \x01(\x02H\x03\x88\x01\x01\x42\x0c\n\n_beam_sizeB\x11\n\x0f_num_hypothesesB\x14\n\x12_max_output_tokensB\x11\n\x0f_length_penalty\"q\n\x0fGenerateRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.g2p.v1.GenerateOptions\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\"\\\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0f\n\x07logprob\x18\x04 \x01(\x02\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\"?\n\x06Output\x12\r\n\x05input\x18\x01 \x01(\t\x12&\n\nhypotheses\x18\x02 \x03(\x0b\x32\x12.g2p.v1.Hypothesis\"Y\n\x10GenerateResponse\x12\x1f\n\x07outputs\x18\x01 \x03(\x0b\x32\x0e.g2p.v1.Output\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x04\"-\n\nTokenEvent\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\"\x9c\x01\n\x16GenerateStreamResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12#\n\x05token\x18\x02 \x01(\x0b\x32\x12.g2p.v1.TokenEventH\x00\x12\x1f\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x0e.g2p.v1.OutputH\x00\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.g2p.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\xc8\x01\n\x06Limits\x12\x12\n\nmax_inputs\x18\x01 \x01(\r\x12\x17\n\x0fmax_input_chars\x18\x02 \x01(\r\x12\x1e\n\x11max_output_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x15\n\rmax_beam_size\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x04\x12\x11\n\tmax_texts\x18\x06 \x01(\r\x12\x16\n\x0emax_text_chars\x18\x07 \x01(\rB\x14\n\x12_max_output_tokens\"W\n\x11TensorDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xaa\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.g2p.v1.ModelState\x12\x1b\n\x13\x65xecution_providers\x18\x03 \x03(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07\x63reated\x18\x06 \x01(\t\x12\x19\n\x11\x63heckpoint_sha256\x18\x07 \x01(\t\"\x9c\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x02 \x01(\x04\x12%\n\x08versions\x18\x03 \x03(\x0b\x32\x13.g2p.v1.VersionInfo\x12\x1e\n\x06limits\x18\x04 \x01(\x0b\x32\x0e.g2p.v1.Limits\x12\x17\n\x0fsource_alphabet\x18\x05 \x01(\t\x12)\n\x06inputs\x18\x06 \x03(\x0b\x32\x19.g2p.v1.TensorDescription\x12*\n\x07outputs\x18\x07 \x03(\x0b\x32\x19.g2p.v1.TensorDescription\x12\x15\n\rlexicon_words\x18\x08 \x01(\r\x12\x1a\n\x12user_lexicon_words\x18\t \x01(\r\"\x9e\x01\n\x10PhonemizeOptions\x12\"\n\x08\x61lphabet\x18\x01 \x01(\x0e\x32\x10.g2p.v1.Alphabet\x12\x36\n\x07lexicon\x18\x02 \x03(\x0b\x32%.g2p.v1.PhonemizeOptions.LexiconEntry\x1a.\n\x0cLexiconEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x10PhonemizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\x07options\x18\x02 \x01(\x0b\x32\x18.g2p.v1.PhonemizeOptions\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x04\"\x80\x01\n\nSpokenWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08phonemes\x18\x02 \x01(\t\x12\x1e\n\x06source\x18\x03 \x01(\x0e\x32\x0e.g2p.v1.Source\x12\x14\n\x0c\x61lternatives\x18\x04 \x03(\t\x12\x12\n\x05score\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x08\n\x06_score\"\x8e\x01\n\tTextToken\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\x1f\n\x04kind\x18\x04 \x01(\x0e\x32\x11.g2p.v1.TokenKind\x12!\n\x05words\x18\x05 \x03(\x0b\x32\x12.g2p.v1.SpokenWord\x12\x13\n\x0bskip_reason\x18\x06 \x01(\t\"A\n\nTextResult\x12\x10\n\x08phonemes\x18\x01 \x01(\t\x12!\n\x06tokens\x18\x02 \x03(\x0b\x32\x11.g2p.v1.TextToken\"^\n\x11PhonemizeResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.g2p.v1.TextResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x04*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04*l\n\x08\x41lphabet\x12\x18\n\x14\x41LPHABET_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41LPHABET_ARPABET\x10\x01\x12\x1e\n\x1a\x41LPHABET_ARPABET_NO_STRESS\x10\x02\x12\x10\n\x0c\x41LPHABET_IPA\x10\x03*\x80\x02\n\tTokenKind\x12\x1a\n\x16TOKEN_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOKEN_KIND_WORD\x10\x01\x12\x15\n\x11TOKEN_KIND_NUMBER\x10\x02\x12\x1b\n\x17TOKEN_KIND_ABBREVIATION\x10\x03\x12\x19\n\x15TOKEN_KIND_INITIALISM\x10\x04\x12\x1a\n\x16TOKEN_KIND_PUNCTUATION\x10\x05\x12\x15\n\x11TOKEN_KIND_SYMBOL\x10\x06\x12\x12\n\x0eTOKEN_KIND_URL\x10\x07\x12\x14\n\x10TOKEN_KIND_EMAIL\x10\x08\x12\x16\n\x12TOKEN_KIND_SKIPPED\x10\t*W\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSOURCE_LEXICON\x10\x01\x12\x0f\n\x0bSOURCE_USER\x10\x02\x12\x10\n\x0cSOURCE_MODEL\x10\x03\x32\xd0\x02\n\x03G2P\x12=\n\x08Generate\x12\x17.g2p.v1.GenerateRequest\x1a\x18.g2p.v1.GenerateResponse\x12K\n\x0eGenerateStream\x12\x17.g2p.v1.GenerateRequest\x1a\x1e.g2p.v1.GenerateStreamResponse0\x01\x12\x43\n\nListModels\x12\x19.g2p.v1.ListModelsRequest\x1a\x1a.g2p.v1.ListModelsResponse\x12\x36\n\x08GetModel\x12\x17.g2p.v1.GetModelRequest\x1a\x11.g2p.v1.ModelInfo\x12@\n\tPhonemize\x12\x18.g2p.v1.PhonemizeRequest\x1a\x19.g2p.v1.PhonemizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'service.api.g2p.v1.g2p_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=1607
-  _globals['_MODELSTATE']._serialized_end=1746
+  _globals['_PHONEMIZEOPTIONS_LEXICONENTRY']._loaded_options = None
+  _globals['_PHONEMIZEOPTIONS_LEXICONENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATE']._serialized_start=2417
+  _globals['_MODELSTATE']._serialized_end=2556
+  _globals['_ALPHABET']._serialized_start=2558
+  _globals['_ALPHABET']._serialized_end=2666
+  _globals['_TOKENKIND']._serialized_start=2669
+  _globals['_TOKENKIND']._serialized_end=2925
+  _globals['_SOURCE']._serialized_start=2927
+  _globals['_SOURCE']._serialized_end=3014
   _globals['_GENERATEOPTIONS']._serialized_start=41
   _globals['_GENERATEOPTIONS']._serialized_end=246
   _globals['_GENERATEREQUEST']._serialized_start=248
@@ -54,13 +62,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_start=897
   _globals['_GETMODELREQUEST']._serialized_end=946
   _globals['_LIMITS']._serialized_start=949
-  _globals['_LIMITS']._serialized_end=1106
-  _globals['_TENSORDESCRIPTION']._serialized_start=1108
-  _globals['_TENSORDESCRIPTION']._serialized_end=1195
-  _globals['_VERSIONINFO']._serialized_start=1198
-  _globals['_VERSIONINFO']._serialized_end=1368
-  _globals['_MODELINFO']._serialized_start=1371
-  _globals['_MODELINFO']._serialized_end=1604
-  _globals['_G2P']._serialized_start=1749
-  _globals['_G2P']._serialized_end=2019
+  _globals['_LIMITS']._serialized_end=1149
+  _globals['_TENSORDESCRIPTION']._serialized_start=1151
+  _globals['_TENSORDESCRIPTION']._serialized_end=1238
+  _globals['_VERSIONINFO']._serialized_start=1241
+  _globals['_VERSIONINFO']._serialized_end=1411
+  _globals['_MODELINFO']._serialized_start=1414
+  _globals['_MODELINFO']._serialized_end=1698
+  _globals['_PHONEMIZEOPTIONS']._serialized_start=1701
+  _globals['_PHONEMIZEOPTIONS']._serialized_end=1859
+  _globals['_PHONEMIZEOPTIONS_LEXICONENTRY']._serialized_start=1813
+  _globals['_PHONEMIZEOPTIONS_LEXICONENTRY']._serialized_end=1859
+  _globals['_PHONEMIZEREQUEST']._serialized_start=1861
+  _globals['_PHONEMIZEREQUEST']._serialized_end=1975
+  _globals['_SPOKENWORD']._serialized_start=1978
+  _globals['_SPOKENWORD']._serialized_end=2106
+  _globals['_TEXTTOKEN']._serialized_start=2109
+  _globals['_TEXTTOKEN']._serialized_end=2251
+  _globals['_TEXTRESULT']._serialized_start=2253
+  _globals['_TEXTRESULT']._serialized_end=2318
+  _globals['_PHONEMIZERESPONSE']._serialized_start=2320
+  _globals['_PHONEMIZERESPONSE']._serialized_end=2414
+  _globals['_G2P']._serialized_start=3017
+  _globals['_G2P']._serialized_end=3353
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,11 @@ class G2PStub:
                 request_serializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.Phonemize = channel.unary_unary(
+                '/g2p.v1.G2P/Phonemize',
+                request_serializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeRequest.SerializeToString,
+                response_deserializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeResponse.FromString,
+                _registered_method=True)
 
 
 class G2PServicer:
@@ -86,6 +91,15 @@ class G2PServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Phonemize(self, request, context):
+        """Texts -> tokens with character spans, spoken words and their pronunciations (user lexicon, the bundle's
+        dictionary, then the model), and one flat phoneme string per text. A token that cannot be pronounced is
+        returned as skipped with a reason; only requests over the limits are refused (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_G2PServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +122,11 @@ def add_G2PServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.GetModelRequest.FromString,
                     response_serializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.ModelInfo.SerializeToString,
+            ),
+            'Phonemize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Phonemize,
+                    request_deserializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeRequest.FromString,
+                    response_serializer=service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +237,33 @@ class G2P:
             '/g2p.v1.G2P/GetModel',
             service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.GetModelRequest.SerializeToString,
             service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Phonemize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/g2p.v1.G2P/Phonemize',
+            service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeRequest.SerializeToString,
+            service_dot_api_dot_g2p_dot_v1_dot_g2p__pb2.PhonemizeResponse.FromString,
             options,
             channel_credentials,
             insecure,
