@@ -33,8 +33,8 @@ install: $(STAMP)  ## create .venv with the training, export, serving and develo
 serve: $(SERVE_STAMP)  ## main job: the gRPC server on the shipped bundle at 127.0.0.1:50051 (G2P_* settings)
 	$(SERVE_PY) -m service
 
-client: $(SERVE_STAMP)  ## call the running server: make client WORDS="hello world"
-	$(SERVE_PY) -m service.client $(WORDS)
+client: $(SERVE_STAMP)  ## call the running server: make client TEXT="Hello, world!" (or WORDS="hello world")
+	$(SERVE_PY) -m service.client $(if $(TEXT),--text "$(TEXT)",$(WORDS))
 
 evaluate: $(STAMP)  ## evaluate the shipped checkpoint on the 12k test words (greedy and beam)
 	$(PY) -m training.evaluate --checkpoint $(CKPT) --beam 1 $(BEAM)

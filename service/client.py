@@ -3,23 +3,28 @@
     python -m service.client hello world                 # word<TAB>phonemes lines
     echo -e "speech\\nsynthesis" | python -m service.client --beam 5 --nbest 2
     python -m service.client --stream --target 127.0.0.1:50051 --timeout 5 tensor
+    python -m service.client --text "Dr. Smith paid $5.20." [--ipa | --no-stress] [--json]
+    echo "One text per line." | python -m service.client --text        # texts from stdin
 
 Library:
 
     from service.client import G2PClient
     with G2PClient("127.0.0.1:50051") as c:
         print(c.transcribe(["hello"]))          # [["HH AH0 L OW1", ...]]
+        print(c.phonemize(["Hello, world!"]).results[0].phonemes)   # HH AH0 L OW1 , | W ER1 L D !
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.g2p.v1 import g2p_pb2 as pb
@@ -73,6 +78,19 @@ class G2PClient:
         """The n-best phoneme strings of each word."""
         return [[h.text for h in o.hypotheses] for o in self.generate(words, **kw).outputs]
 
+    def phonemize(
+        self,
+        texts: Iterable[str],
+        alphabet: int = pb.ALPHABET_ARPABET,
+        lexicon: dict[str, str] | None = None,
+        model: str = "",
+        version: int = 0,
+    ) -> pb.PhonemizeResponse:
+        """Texts -> tokens, spoken words and pronunciations (``lexicon``: this request's own word -> ARPAbet)."""
+        options = pb.PhonemizeOptions(alphabet=alphabet, lexicon=lexicon or {})  # type: ignore[arg-type]
+        request = pb.PhonemizeRequest(texts=list(texts), options=options, model=model, model_version=version)
+        return self.stub.Phonemize(request, timeout=self.timeout)
+
     def get_model(self, model: str = "", version: int = 0) -> pb.ModelInfo:
         return self.stub.GetModel(pb.GetModelRequest(model=model, version=version), timeout=self.timeout)
 
@@ -91,6 +109,29 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i : i + n]
 
 
+def _text_main(args: argparse.Namespace) -> int:
+    """``--text``: one line per text, its flat phoneme string (or its whole result as one JSON object)."""
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        print("error: no texts given (--text arguments or stdin lines)", file=sys.stderr)
+        return 2
+    alphabet = pb.ALPHABET_IPA if args.ipa else pb.ALPHABET_ARPABET_NO_STRESS if args.no_stress else pb.ALPHABET_ARPABET
+    try:
+        with G2PClient(args.target, args.timeout, args.tls_ca) as client:
+            for chunk in _chunks(texts, max(args.batch, 1)):
+                response = client.phonemize(chunk, alphabet, model=args.model, version=args.version)
+                for text, result in zip(chunk, response.results, strict=True):
+                    if args.json:
+                        body = json_format.MessageToDict(result, preserving_proto_field_name=True)
+                        print(json.dumps({"text": text, **body}, ensure_ascii=False))
+                    else:
+                        print(result.phonemes)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m service.client", description="Print word<TAB>phonemes lines.")
     ap.add_argument("words", nargs="*", help="words to transcribe (default: one per line on stdin)")
@@ -102,8 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="model name (default: the server's)")
     ap.add_argument("--version", type=int, default=0, help="pin a model version (default: newest)")
     ap.add_argument("--tls-ca", type=Path, default=None, help="CA certificate for a TLS server")
-    ap.add_argument("--batch", type=int, default=256, help="words per request (default %(default)s)")
+    ap.add_argument("--batch", type=int, default=256, help="words (or texts) per request (default %(default)s)")
+    ap.add_argument(
+        "--text",
+        nargs="*",
+        default=None,
+        metavar="TEXT",
+        help="phonemize running text (Phonemize): these texts, or one per stdin line when none given",
+    )
+    alphabet = ap.add_mutually_exclusive_group()
+    alphabet.add_argument("--ipa", action="store_true", help="with --text: IPA instead of ARPAbet")
+    alphabet.add_argument("--no-stress", action="store_true", help="with --text: ARPAbet without stress digits")
+    ap.add_argument("--json", action="store_true", help="with --text: every token, word and source as JSON lines")
     args = ap.parse_args(argv)
+    if args.text is not None:
+        return _text_main(args)
     words = args.words or [line.strip() for line in sys.stdin if line.strip()]
     if not words:
         print("error: no words given (arguments or stdin lines)", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -193,3 +194,25 @@ def test_tritonclient_g2p_text(server):
     assert r["ipa"] == ["həˈloʊ, ˈwɝld!"]
     assert r["too_many"][0] == "StatusCode.INVALID_ARGUMENT" and "max_texts_per_request" in r["too_many"][1]
     assert r["bad"][0] == "StatusCode.INVALID_ARGUMENT" and "parameters.alphabet" in r["bad"][1]
+
+
+def test_client_text_mode(server, capsys, monkeypatch):
+    from service.client import main
+
+    target = ["--target", f"127.0.0.1:{server.port}"]
+    assert main(["--text", "Hello, world!", "It's 3pm.", *target]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "HH AH0 L OW1 , | W ER1 L D !",
+        "IH1 T S | TH R IY1 | P IY1 | EH1 M .",
+    ]
+    assert main(["--text", "Hello, world!", "--ipa", *target]) == 0
+    assert capsys.readouterr().out.strip() == "həˈloʊ, ˈwɝld!"
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n\nworld\n"))
+    assert main(["--text", "--json", *target]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in lines] == ["hello", "world"]
+    assert lines[0]["tokens"][0]["words"][0] == {
+        "word": "hello", "phonemes": "HH AH0 L OW1", "source": "SOURCE_LEXICON", "alternatives": ["HH EH0 L OW1"]
+    }  # fmt: skip
+    assert main(["--text", "a" * 201, *target]) == 1
+    assert "max_text_chars" in capsys.readouterr().err
