@@ -1,0 +1,120 @@
+"""The text front end as a library: lexicon precedence, the model for the rest, caching, long words, lexicon files."""
+
+from __future__ import annotations
+
+import pytest
+
+from g2p.lexicon import LexiconError, read_lexicon_file, read_user_lexicon, to_lexicon, write_lexicon_file
+from g2p.text.phonemizer import ModelCache, Phonemizer, join_flat, pieces, validate_overrides
+
+INVENTORY = {"HH", "AH0", "L", "OW1", "EH0", "T", "M", "EY1", "AA1", "OW2", "W", "ER1", "D", "Z", "IY1"}
+LEXICON = to_lexicon([("hello", "HH AH0 L OW1"), ("hello", "HH EH0 L OW1"), ("tomato", "T AH0 M EY1 T OW2"),
+                      ("a", "AH0"), ("a", "EY1"), ("world", "W ER1 L D")])  # fmt: skip
+
+
+class FakeModel:
+    """Records what it is asked; answers every word with one phoneme per letter."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, words):
+        self.calls.append(list(words))
+        return [(tuple(c.upper() for c in w), -0.5) for w in words]
+
+
+def test_precedence_overrides_user_lexicon_model():
+    model = FakeModel()
+    g = Phonemizer(LEXICON, model, max_word_chars=20, user=to_lexicon([("tomato", "T AH0 M AA1 T OW2")]))
+    r = g("Hello tomato qux", overrides={"hello": (("HH", "EH0", "L", "OW1"),)})
+    words = [w for t in r.tokens for w in t.words]
+    assert [(w.word, w.source) for w in words] == [("hello", "user"), ("tomato", "user"), ("qux", "model")]
+    assert words[0].phonemes == ("HH", "EH0", "L", "OW1") and ("HH", "AH0", "L", "OW1") in words[0].alternatives
+    assert words[1].alternatives == (("T", "AH0", "M", "EY1", "T", "OW2"),)
+    assert words[2].phonemes == ("Q", "U", "X") and words[2].score == -0.5
+    assert model.calls == [["qux"]]
+
+
+def test_unknown_words_go_to_the_model_once_per_call_and_are_cached():
+    model = FakeModel()
+    g = Phonemizer(LEXICON, model, max_word_chars=20, cache_size=2)
+    g(["blorp blorp", "zing blorp"])
+    assert model.calls == [["blorp", "zing"]]
+    r = g("blorp")
+    assert model.calls == [["blorp", "zing"]] and r.tokens[0].words[0].cached
+    g("aaa bbb ccc")  # capacity 2: the oldest entries leave
+    assert len(g.cache) == 2
+
+
+def test_cache_is_bounded_and_counts():
+    c = ModelCache(1)
+    c.put("a", (("A",), 0.0))
+    c.put("b", (("B",), 0.0))
+    assert c.get("a") is None and c.get("b") == (("B",), 0.0) and (c.hits, c.misses) == (1, 1)
+    assert len(ModelCache(0)) == 0
+
+
+def test_long_words_are_cut_into_pieces_the_model_reads():
+    assert pieces("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+    assert all(len(p) <= 4 for p in pieces("ab'cdefgh'ijk", 4))
+    model = FakeModel()
+    g = Phonemizer({}, model, max_word_chars=5)
+    r = g("abcdefghijkl")
+    assert r.tokens[0].words[0].phonemes == tuple("ABCDEFGHIJKL")
+    assert all(len(w) <= 5 for call in model.calls for w in call)
+
+
+def test_spelled_letters_use_letter_names_and_the_article_stays_a_word():
+    g = Phonemizer(LEXICON, FakeModel(), max_word_chars=20)
+    r = g("a FBX")
+    words = [(w.word, w.phonemes) for t in r.tokens for w in t.words]
+    assert words[0] == ("a", ("AH0",))  # the article: the dictionary's first pronunciation
+    assert words[1:] == [("f", ("EH1", "F")), ("b", ("B", "IY1")), ("x", ("EH1", "K", "S"))]
+
+
+def test_flat_strings_keep_word_boundaries_and_punctuation():
+    parts = [(True, "HH AH0 L OW1"), (False, ","), (True, "W ER1 L D"), (False, "!")]
+    assert join_flat(parts, ipa=False) == "HH AH0 L OW1 , | W ER1 L D !"
+    assert join_flat([(True, "həˈloʊ"), (False, ","), (True, "ˈwɝld"), (False, "!")], ipa=True) == "həˈloʊ, ˈwɝld!"
+    g = Phonemizer(LEXICON, FakeModel(), max_word_chars=20)
+    assert g("Hello, world!").phonemes() == "HH AH0 L OW1 , | W ER1 L D !"
+    assert g("Hello, world!").phonemes("arpabet-nostress") == "HH AH L OW , | W ER L D !"
+
+
+def test_without_a_lexicon_the_model_answers_everything():
+    model = FakeModel()
+    r = Phonemizer(None, model, max_word_chars=20)("hello world")
+    assert [w.source for t in r.tokens for w in t.words] == ["model", "model"]
+
+
+def test_lexicon_file_round_trip_is_byte_identical(tmp_path):
+    entries = [("hello", "HH AH0 L OW1"), ("hello", "HH EH0 L OW1"), ("world", "W ER1 L D")]
+    a = write_lexicon_file(tmp_path / "a.tsv.gz", entries).read_bytes()
+    b = write_lexicon_file(tmp_path / "b.tsv.gz", entries).read_bytes()
+    assert a == b
+    assert read_lexicon_file(tmp_path / "a.tsv.gz") == to_lexicon(entries)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip")
+    with pytest.raises(LexiconError, match="not a gzip-compressed"):
+        read_lexicon_file(tmp_path / "bad.gz")
+
+
+def test_user_lexicon_validation_names_the_line(tmp_path):
+    p = tmp_path / "user.tsv"
+    p.write_text("# comment\nTomato\tT AH0 M AA1 T OW2\n\ntomato\tT AH0 M EY1 T OW2\n")
+    first, second = read_user_lexicon(p, INVENTORY)["tomato"]
+    assert (" ".join(first), " ".join(second)) == ("T AH0 M AA1 T OW2", "T AH0 M EY1 T OW2")
+    p.write_text("hello\tHH AH0 L OW1\nworld\tW ER1 L DX\n")
+    with pytest.raises(LexiconError, match=r"user\.tsv:2: word 'world': phonemes \['DX'\]"):
+        read_user_lexicon(p, INVENTORY)
+    p.write_text("hello HH AH0 L OW1\n")  # no tab
+    with pytest.raises(LexiconError, match=r":1: word ''"):
+        read_user_lexicon(p, INVENTORY)
+    with pytest.raises(LexiconError, match="cannot be read"):
+        read_user_lexicon(tmp_path / "missing.tsv", INVENTORY)
+
+
+def test_request_overrides_are_validated():
+    table = validate_overrides({"Tomato": "T AH0 M AA1 T OW2"}, INVENTORY)
+    assert table == {"tomato": (tuple("T AH0 M AA1 T OW2".split()),)}
+    with pytest.raises(LexiconError, match="lexicon override 'x y'"):
+        validate_overrides({"x y": "T"}, INVENTORY)
