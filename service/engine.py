@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from g2p.decoding import DecodeOptions
-from g2p.pipeline import Pronunciation
 from service.metrics import Metrics
 from service.runtime import ModelVersion
 
@@ -65,12 +65,15 @@ class Job:
     deadline: float | None = None  # time.monotonic() value
     on_token: Callable[[int, int], None] | None = None  # (index into words, token id); greedy only
     cancelled: threading.Event = field(default_factory=threading.Event)
-    future: Future[list[list[Pronunciation]]] = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)  # the pronunciations of ``words``, or what ``work`` returns
     enqueued: float = field(default_factory=time.monotonic)
+    work: Callable[[], Any] | None = None
+    """A tensor job (the KServe encoder model): no words; ``work()`` runs alone, admitted, queued and dropped like
+    any job, and its return value settles the future."""
 
     @property
-    def key(self) -> tuple[int, DecodeOptions]:
-        return (id(self.model), self.options)
+    def key(self) -> tuple[int, DecodeOptions | None]:
+        return (id(self.model), self.options) if self.work is None else (id(self), None)  # a tensor job runs alone
 
     def expired(self, now: float | None = None) -> bool:
         return self.deadline is not None and (now or time.monotonic()) >= self.deadline
@@ -107,7 +110,7 @@ class Engine:
         with self._cv:
             return self._admitted
 
-    def submit(self, job: Job) -> Future[list[list[Pronunciation]]]:
+    def submit(self, job: Job) -> Future[Any]:
         with self._cv:
             self._admit(job)
             self._queue.append(job)
@@ -115,7 +118,7 @@ class Engine:
             self._cv.notify_all()
         return job.future
 
-    def run(self, job: Job) -> Future[list[list[Pronunciation]]]:
+    def run(self, job: Job) -> Future[Any]:
         """Like ``submit``, but an idle engine (nothing queued or decoding, the last batch not shared) decodes the
         job at once in the calling thread: a lone request skips the hand-over to a worker thread and back. Under
         load the job is queued and batched as usual."""
@@ -144,7 +147,7 @@ class Engine:
         self._admitted += 1
         job.future.add_done_callback(self._settled)
 
-    def _settled(self, _: Future[list[list[Pronunciation]]]) -> None:
+    def _settled(self, _: Future[Any]) -> None:
         with self._cv:  # re-entrant: a future settled under the lock (stop) calls back at once
             self._admitted -= 1
 
@@ -183,9 +186,9 @@ class Engine:
             batch, n = [first], len(first.words)
             # wait for company only under load (jobs queued, or the last batch was shared): a lone request
             # starts at once instead of paying max_queue_delay for nothing
-            delay = self.max_delay if (self._queue or self._last_jobs > 1) else 0.0
+            delay = self.max_delay if (self._queue or self._last_jobs > 1) and first.work is None else 0.0
             until = time.monotonic() + delay
-            while n < self.max_batch_size:
+            while n < self.max_batch_size and first.work is None:
                 fits = [j for j in self._queue if j.key == first.key and n + len(j.words) <= self.max_batch_size]
                 for j in fits:
                     if n + len(j.words) > self.max_batch_size:
@@ -232,7 +235,10 @@ class Engine:
             if not self._dropped(job, "while queued") and job.future.set_running_or_notify_cancel():
                 self.metrics.queue_time.observe(now - job.enqueued)
                 live.append(job)
-        if live:
+        if live and live[0].work is not None:  # a tensor job: alone in its batch (its own key)
+            for job in live:
+                job.future.set_result(job.work())  # type: ignore[misc]
+        elif live:
             self._decode(live)
 
     def _dropped(self, job: Job, when: str) -> bool:

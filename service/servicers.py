@@ -442,7 +442,7 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             return self._infer_text(model, request, context)
         if request.model_name == self.phonemize_model:
             return self._infer_phonemize(model, request, context)
-        return self._infer_encoder(model, request)
+        return self._infer_encoder(model, request, context)
 
     def _inputs(self, request: v2.ModelInferRequest, allowed: dict[str, str], required: set[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -540,7 +540,11 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"inputs[{k}] ({t.name}): {len(values)} values for shape {list(shape)}")
         return np.asarray(values, dtype=dtype).reshape(shape)
 
-    def _infer_encoder(self, model: ModelVersion, request: v2.ModelInferRequest) -> v2.ModelInferResponse:
+    def _infer_encoder(
+        self, model: ModelVersion, request: v2.ModelInferRequest, context: grpc.ServicerContext
+    ) -> v2.ModelInferResponse:
+        """The encoder graph as a tensor model: checked, its answer's size refused before any computing when it
+        would not fit in ``max_message_bytes``, then run through the engine (its queue bound and the deadline)."""
         found = self._inputs(request, {"src_ids": "INT64", "src_mask": "BOOL"}, {"src_ids"})
         k, t = found["src_ids"]
         if len(t.shape) != 2:
@@ -566,8 +570,20 @@ class InferenceServicer(v2_grpc.GRPCInferenceServiceServicer):
         for o in request.outputs:
             if o.name != "memory":
                 raise InvalidArgument(f"outputs: unknown output {o.name!r} (model {self.encoder_model} has memory)")
-        memory = model.encode(np.ascontiguousarray(ids), np.ascontiguousarray(mask))
+        d = model.d_model
         resp = v2.ModelInferResponse(model_name=request.model_name, model_version=str(model.version), id=request.id)
-        resp.outputs.add(name="memory", datatype="FP32", shape=list(memory.shape))
-        resp.raw_output_contents.append(memory.astype("<f4").tobytes())
+        resp.outputs.add(name="memory", datatype="FP32", shape=[b, s, d])
+        size = b * s * d * 4
+        whole = resp.ByteSize() + size + 16  # + the raw_output_contents field's tag and length
+        limit = self.settings.max_message_bytes
+        if whole > limit:
+            rows = max((limit - resp.ByteSize() - 16) // (s * d * 4), 0)
+            raise InvalidArgument(
+                f"outputs: memory [{b}, {s}, {d}] would be {size} bytes (batch x src_len x d_model x 4 = "
+                f"{b} x {s} x {d} x 4), over max_message_bytes={limit} (G2P_MAX_MESSAGE_BYTES): send at most "
+                f"{rows} rows of this length per request"
+            )
+        ids, mask = np.ascontiguousarray(ids), np.ascontiguousarray(mask)
+        memory = run_job(self.engine, Job(model, [], DecodeOptions(), work=lambda: model.encode(ids, mask)), context)
+        resp.raw_output_contents.append(np.asarray(memory).astype("<f4").tobytes())
         return resp
