@@ -21,7 +21,7 @@ from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, ort_
 from g2p.pipeline import ParallelTranscriber, Pronunciation
 from g2p.text.phonemizer import Phonemizer
 from g2p.tokenization import G2PTokenizers
-from service.settings import Settings
+from service.settings import NOT_BATCH_INVARIANT, Settings
 
 # words every healthy G2P model must decode to a finished, non-empty pronunciation (the load-time test decode)
 SMOKE_WORDS = ("hello", "world", "speech", "phoneme", "o'neil", "x-ray")
@@ -128,10 +128,12 @@ class ModelVersion:
 
 def choose_variant(setting: str, manifest: Manifest, gpu: bool) -> str:
     """``auto``: the ``fused`` graphs on the CPU where the bundle has them (same outputs as fp32, faster), else
-    ``fp32``; any other value is taken as given."""
-    if setting != "auto":
-        return setting
-    return "fused" if not gpu and "fused" in manifest.variants else "fp32"
+    ``fp32``; any other value is taken as given, except a variant whose answers depend on the batch
+    (``NOT_BATCH_INVARIANT``: ``BundleError``)."""
+    variant = setting if setting != "auto" else "fused" if not gpu and "fused" in manifest.variants else "fp32"
+    if variant in NOT_BATCH_INVARIANT:
+        raise BundleError(f"variant {variant!r} is not served (G2P_VARIANT): {NOT_BATCH_INVARIANT[variant]}")
+    return variant
 
 
 def warm_up(

@@ -20,6 +20,13 @@ RPC_RESERVE = 16
 """RPC threads beyond the engine's requests: health checks, metadata, the encoder tensor model, refusals."""
 
 
+NOT_BATCH_INVARIANT = {
+    "int8": "its dynamic activation quantisation takes one scale per tensor, i.e. per batch, so a word's output "
+    "depends on the other words batched with it (990 of 1,000 test words identical alone vs in a batch of 32)",
+}
+"""Variants the service refuses to serve: a served answer must not depend on who else is batched."""
+
+
 class SettingsError(ValueError):
     """Settings that cannot work; the message names the field(s)."""
 
@@ -60,7 +67,7 @@ class Settings(BaseSettings):
     variant: str = Field(
         "auto",
         description="which graphs of the bundle serve: auto (fused on the CPU when the bundle has it, else fp32), "
-        "fp32, fused, int8, optimized, fp16 (fp16 wants cuda)",
+        "fp32, fused, optimized, fp16 (fp16 wants cuda); never int8 (see NOT_BATCH_INVARIANT)",
     )
     max_loaded_versions: int = Field(2, ge=1, le=16)
     watch_interval_s: float = Field(2.0, ge=0.0, description="poll the repository for new versions; 0 = off")
@@ -133,6 +140,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8000, ge=-1, le=65535, description="Prometheus HTTP port; 0 = any free port, -1 = off")
     metrics_host: str = "127.0.0.1"
     shutdown_grace_s: float = Field(10.0, ge=0.0)
+
+    @field_validator("variant")
+    @classmethod
+    def _batch_invariant(cls, v: str) -> str:
+        if v in NOT_BATCH_INVARIANT:
+            raise ValueError(
+                f"the {v} variant is not served: {NOT_BATCH_INVARIANT[v]}; serve auto (fused on the CPU) or fp32"
+            )
+        return v
 
     @field_validator("model_name")
     @classmethod

@@ -3,19 +3,26 @@ memory bounded by design, mutual TLS. Real servers on port 0, waited on through 
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import grpc
 import numpy as np
 import pytest
+from conftest import ROOT
 from service_helpers import SHIPPED_BUNDLE, running_server
 
+from g2p.bundle import BundleError, verify_bundle
+from g2p.decoding import DecodeOptions
+from g2p.lexicon import read_test_split
+from g2p.ort_backend import CPU
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc
 from service.api.inference import grpc_service_pb2 as v2
 from service.api.inference import grpc_service_pb2_grpc as v2_grpc
-from service.runtime import ModelVersion
+from service.runtime import ModelVersion, choose_variant, load_version
+from service.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.skipif(not SHIPPED_BUNDLE.is_dir(), reason="the shipped bundle models/g2p/1 is missing")
 
@@ -104,3 +111,41 @@ def test_encoder_model_is_bounded_like_the_rest(monkeypatch):
         assert (1, 6) not in encoded  # dropped, never computed
         dropped = server.metrics.registry.get_sample_value("g2p_dropped_requests_total", {"reason": "deadline"})
         assert dropped == 1
+
+
+# ------------------------------------------------------------------------------------------------ #11
+@pytest.mark.slow
+def test_served_answers_do_not_depend_on_the_batch():
+    """Every variant the service can serve on the CPU, loaded as the service loads it, gives each of 200 test words
+    the same tokens alone and in a batch of 32 (mixed lengths, greedy and beam 5). int8 (one activation scale per
+    batch tensor) is refused with the reason, and ``auto`` never picks it."""
+    words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
+    words = words[:: len(words) // 200][:200]
+    random.Random(0).shuffle(words)
+    manifest = verify_bundle(SHIPPED_BUNDLE)
+    served, refused = [], {}
+    for variant in manifest.variants:
+        try:
+            settings = load_settings(variant=variant, workers=1, intra_op_threads=1, warmup_runs=1)
+            model = load_version(SHIPPED_BUNDLE, settings, [CPU])
+        except (SettingsError, BundleError) as exc:
+            refused[variant] = str(exc)
+            continue
+        served.append(variant)
+        for beam in (1, 5):
+            options = DecodeOptions(beam_size=beam, max_len=model.max_output_tokens)
+            alone = [model.transcribe([w], options, batch_size=1)[0][0].phonemes for w in words]
+            batched = []
+            for i in range(0, len(words), 32):
+                batched += [r[0].phonemes for r in model.transcribe(words[i : i + 32], options, batch_size=32)]
+            differ = [w for w, a, b in zip(words, alone, batched, strict=True) if a != b]
+            assert not differ, (variant, beam, differ)
+        model.parallel.close()
+    assert {"fused", "fp32"} <= set(served)
+    assert "int8" not in served and "depends on the other words batched with it" in refused["int8"]
+    assert "variant (G2P_VARIANT)" in refused["int8"]
+    assert (
+        choose_variant("auto", manifest, gpu=False) == "fused" and choose_variant("auto", manifest, gpu=True) == "fp32"
+    )
+    with pytest.raises(BundleError, match="'int8' is not served"):
+        choose_variant("int8", manifest, gpu=False)
