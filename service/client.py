@@ -30,13 +30,34 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc
 
+SERVICE_CONFIG = {
+    # every replica a DNS name resolves to (``dns:///g2p:50051``: Compose replicas, a Kubernetes headless Service)
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "g2p.v1.G2P"}, {"service": "inference.GRPCInferenceService"}],
+            # a replica that stopped or restarted: try another (or the same, back) before giving up
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+"""Round robin over the target's addresses, and retries of UNAVAILABLE: safe, since every RPC here is read-only."""
+CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
+
 
 class G2PClient:
     def __init__(self, target: str = "127.0.0.1:50051", timeout: float = 10.0, tls_ca: Path | None = None) -> None:
         if tls_ca is not None:
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+            credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes())
+            self.channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         else:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.timeout = timeout
         self.stub = pb_grpc.G2PStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
