@@ -1,0 +1,418 @@
+"""Reliability suites against the real server (``python -m service`` in its own process): overload, hot reload under
+load, and a soak of mixed traffic. Each check passes or fails; the exit code says whether all passed.
+
+    python bench/reliability.py all [--out bench/results/reliability]     # make soak: about 13 minutes
+    python bench/reliability.py overload|reload|soak
+    python bench/reliability.py all --quick                               # make bench-quick: about 1 minute
+
+- overload: the capacity of 8 closed-loop single-word clients, then an open loop (Poisson arrivals) at 4x that for
+  30 s, then bursts of the heaviest valid requests (the most inputs, the longest words, the largest beam), 4 at once:
+  every answer OK or RESOURCE_EXHAUSTED, the p99 of accepted requests bounded by what the queue can hold, RSS after
+  <= 1.2x before, SERVING after.
+- reload: 16 clients for 60 s while 10 new versions appear in the model repository, one of them corrupt (a
+  truncated graph) and one that failed its parity gate: 0 failed requests, both bad ones FAILED with their reason,
+  the last good one serving.
+- soak: 10 minutes of mixed traffic (Generate greedy and beam 5, GenerateStream, Phonemize, v2 g2p and g2p_text,
+  cancellations, short deadlines), RSS sampled every 5 s: growth <= 5 % after the first minute, 0 unexpected
+  statuses; the RSS curve as a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+from service_bench import free_port, wait_ready  # noqa: E402
+
+from g2p.lexicon import read_test_split  # noqa: E402
+from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
+from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
+from service.api.inference import grpc_service_pb2 as v2  # noqa: E402
+from service.api.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
+from service.client import G2PClient  # noqa: E402
+
+WORDS = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
+SENTENCES = [
+    "Dr. Smith paid $5.20 on the 3rd, didn't he?",
+    "The FBI met NASA at 10:30am in Wrocław.",
+    "Zorbleflax and glarbonic snerfwood cost 50% less in 1990.",
+    "Hello, world! 😀 你好",
+]
+
+
+# ------------------------------------------------------------------------------------------------ the server
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    start_s: float
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def serving(self) -> bool:
+        with G2PClient(f"127.0.0.1:{self.port}") as c:
+            return c.wait_serving(5.0)
+
+    def model(self) -> pb.ModelInfo:
+        with G2PClient(f"127.0.0.1:{self.port}") as c:
+            return c.get_model()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start(root: Path = ROOT / "models", **env: str) -> Server:
+    port = free_port()
+    full = os.environ | {"G2P_PORT": str(port), "G2P_MODEL_REPOSITORY": str(root), "G2P_METRICS_PORT": "-1",
+                         "G2P_LOG_LEVEL": "WARNING"} | env  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=full)
+    wait_ready(proc, port, health=True)
+    return Server(proc, port, time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+@dataclass
+class Record:
+    kind: str
+    code: str
+    seconds: float
+
+
+@dataclass
+class Log:
+    records: list[Record] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, kind: str, code: str, seconds: float) -> None:
+        with self.lock:
+            self.records.append(Record(kind, code, seconds))
+
+    def codes(self, kind: str | None = None) -> Counter[str]:
+        return Counter(r.code for r in self.records if kind is None or r.kind == kind)
+
+    def p99_ok(self) -> float:
+        ok = sorted(r.seconds for r in self.records if r.code == "OK")
+        return ok[int(0.99 * (len(ok) - 1))] if ok else float("nan")
+
+
+def timed(log: Log, kind: str, fn: Callable[[], Any]) -> None:
+    t0 = time.perf_counter()
+    try:
+        fn()
+        code = "OK"
+    except grpc.RpcError as exc:
+        code = exc.code().name
+    except grpc.FutureCancelledError:
+        code = "CANCELLED"
+    except Exception as exc:  # anything else is recorded (an unexpected status), never kills the client thread
+        code = type(exc).__name__
+    log.add(kind, code, time.perf_counter() - t0)
+
+
+def v2_text(model: str, texts: list[str]) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name=model)
+    t = request.inputs.add(name="text_input", datatype="BYTES", shape=[len(texts)])
+    t.contents.bytes_contents.extend(s.encode() for s in texts)
+    return request
+
+
+class Clients:
+    """``n`` threads, each with its own channel, calling ``one(stubs, rng)`` until ``stop`` is set."""
+
+    def __init__(self, port: int, n: int, one: Callable[[Any, random.Random], None]) -> None:
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(port, one, i), daemon=True) for i in range(n)]
+
+    def _run(self, port: int, one: Callable[[Any, random.Random], None], seed: int) -> None:
+        rng = random.Random(seed)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stubs = (pb_grpc.G2PStub(ch), v2_grpc.GRPCInferenceServiceStub(ch))
+            while not self.stop.is_set():
+                one(stubs, rng)
+
+    def __enter__(self) -> Clients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def check(results: dict[str, Any], name: str, ok: bool, detail: str) -> None:
+    results.setdefault("checks", []).append({"check": name, "ok": bool(ok), "detail": detail})
+    print(f"  [{'ok' if ok else 'FAILED'}] {name}: {detail}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ overload
+def overload(quick: bool) -> dict[str, Any]:
+    print("overload", flush=True)
+    res: dict[str, Any] = {}
+    server = start()
+    try:
+        warm = server.rss_mb()
+        log = Log()
+        seconds = 3.0 if quick else 10.0
+
+        def single(stubs: Any, rng: random.Random) -> None:
+            w = rng.choice(WORDS)
+            timed(log, "closed", lambda: stubs[0].Generate(pb.GenerateRequest(inputs=[w]), timeout=30))
+
+        with Clients(server.port, 8, single):
+            time.sleep(seconds)
+        capacity = sum(c for k, c in log.codes("closed").items() if k == "OK") / seconds
+        res["capacity_rps"] = round(capacity, 1)
+
+        # open loop at 4x capacity: arrivals do not wait for answers
+        rate, duration = 4 * capacity, (5.0 if quick else 30.0)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.G2PStub(ch)
+            rng, pending, t_end = random.Random(1), [], time.monotonic() + duration
+            next_at = time.monotonic()
+            while time.monotonic() < t_end:
+                next_at += rng.expovariate(rate)
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                t0 = time.perf_counter()
+                fut = stub.Generate.future(pb.GenerateRequest(inputs=[rng.choice(WORDS)]), timeout=60)
+                fut.add_done_callback(lambda f, t0=t0: log.add("open", _code(f), time.perf_counter() - t0))
+                pending.append(fut)
+            for f in pending:
+                f.exception()
+            # the heaviest valid requests, 4 at once
+            info = server.model()
+            n = info.limits.max_inputs
+            longest = sorted(WORDS, key=len)[-(64 if quick else n) :]
+            beam = 4 if quick else info.limits.max_beam_size
+            heavy = pb.GenerateRequest(inputs=longest, options=pb.GenerateOptions(beam_size=beam))
+            threads = [
+                threading.Thread(target=timed, args=(log, "burst", lambda: stub.Generate(heavy, timeout=300)))
+                for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        after = server.rss_mb()
+        codes = log.codes("open") + log.codes("burst")
+        res |= {"open_loop_rps": round(rate, 1), "open_loop_s": duration, "codes": dict(codes),
+                "burst_codes": dict(log.codes("burst")), "p99_accepted_s": round(log.p99_ok(), 3),
+                "rss_warm_mb": round(warm, 1), "rss_after_mb": round(after, 1)}  # fmt: skip
+        check(res, "only OK or RESOURCE_EXHAUSTED", set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, str(dict(codes)))
+        check(res, "some refused at 4x capacity", codes["RESOURCE_EXHAUSTED"] > 0, str(codes["RESOURCE_EXHAUSTED"]))
+        check(res, "RSS after <= 1.2x warm", after <= 1.2 * warm, f"{warm:.0f} -> {after:.0f} MB")
+        check(res, "SERVING after", server.serving(), "health Check")
+    finally:
+        server.stop()
+    return res
+
+
+def _code(f: grpc.Future) -> str:
+    exc = f.exception()
+    return "OK" if exc is None else exc.code().name  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------------------ reload
+def add_version(root: Path, version: int, kind: str) -> None:
+    """A copy of the shipped bundle as ``version``: ``good``, ``corrupt`` (its greedy graph truncated) or
+    ``parity`` (its export's parity verdict failed)."""
+    src, dst = ROOT / "models" / "g2p" / "1", root / "g2p" / f".{version}.tmp"
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    if kind == "corrupt":  # re-hashed, so that it passes the checksums and onnxruntime itself meets the bad graph
+        graph = dst / "fused_greedy.onnx"
+        graph.write_bytes(graph.read_bytes()[:1000])
+        manifest["sha256"][graph.name] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    elif kind == "parity":
+        manifest["parity"]["ok"] = False
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    dst.rename(root / "g2p" / str(version))  # appears whole
+
+
+def reload(quick: bool) -> dict[str, Any]:
+    print("reload", flush=True)
+    res: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="g2p-reload-") as tmp:
+        root = Path(tmp)
+        (root / "g2p").mkdir()
+        shutil.copytree(ROOT / "models" / "g2p" / "1", root / "g2p" / "1")
+        server = start(root, G2P_WATCH_INTERVAL_S="0.5")
+        try:
+            log = Log()
+            duration, swaps = (20.0, 4) if quick else (60.0, 10)
+            plan = {v: "good" for v in range(2, swaps + 2)}
+            plan[3], plan[swaps] = "corrupt", "parity"
+
+            def one(stubs: Any, rng: random.Random) -> None:
+                w = rng.choice(WORDS)
+                timed(log, "unary", lambda: stubs[0].Generate(pb.GenerateRequest(inputs=[w]), timeout=30))
+
+            with Clients(server.port, 16, one):
+                for v, kind in plan.items():
+                    time.sleep(duration / (swaps + 1))
+                    add_version(root, v, kind)
+                time.sleep(duration / (swaps + 1) + 2.0)
+            info = server.model()
+            states = {x.version: (pb.ModelState.Name(x.state), x.error) for x in info.versions}
+            last_good = max(v for v, k in plan.items() if k == "good")
+            res |= {"requests": len(log.records), "codes": dict(log.codes()), "plan": plan,
+                    "states": {v: s[0] for v, s in states.items()}, "default_version": info.default_version,
+                    "errors": {v: s[1] for v, s in states.items() if s[1]}}  # fmt: skip
+            check(res, "0 failed requests", set(log.codes()) == {"OK"}, str(dict(log.codes())))
+            for v, kind in plan.items():
+                if kind != "good":
+                    state, error = states.get(v, ("missing", ""))
+                    failed = state == "MODEL_STATE_FAILED" and bool(error)
+                    check(res, f"{kind} version {v} FAILED with its reason", failed, f"{state}: {error[:120]}")
+            check(res, "the last good version serves", info.default_version == last_good,
+                  f"default {info.default_version}, last good {last_good}")  # fmt: skip
+        finally:
+            server.stop()
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ soak
+def soak(quick: bool, out: Path | None) -> dict[str, Any]:
+    print("soak", flush=True)
+    res: dict[str, Any] = {}
+    server = start()
+    log = Log()
+    allowed = {"deadline": {"OK", "DEADLINE_EXCEEDED"}, "cancel": {"OK", "CANCELLED"}}
+
+    def one(stubs: Any, rng: random.Random) -> None:
+        g2p, infer = stubs
+        words = rng.sample(WORDS, rng.randint(1, 8))
+        kind = rng.choice(["greedy", "beam", "stream", "text", "v2", "v2_text", "deadline", "cancel"])
+        calls: dict[str, Callable[[], Any]] = {
+            "greedy": lambda: g2p.Generate(pb.GenerateRequest(inputs=words), timeout=30),
+            "beam": lambda: g2p.Generate(
+                pb.GenerateRequest(inputs=words, options=pb.GenerateOptions(beam_size=5)), timeout=30
+            ),
+            "stream": lambda: list(g2p.GenerateStream(pb.GenerateRequest(inputs=words), timeout=30)),
+            "text": lambda: g2p.Phonemize(pb.PhonemizeRequest(texts=[rng.choice(SENTENCES)]), timeout=30),
+            "v2": lambda: infer.ModelInfer(v2_text("g2p", words), timeout=30),
+            "v2_text": lambda: infer.ModelInfer(v2_text("g2p_text", rng.sample(SENTENCES, 2)), timeout=30),
+            "deadline": lambda: g2p.Generate(
+                pb.GenerateRequest(inputs=words, options=pb.GenerateOptions(beam_size=5)), timeout=0.003
+            ),
+            "cancel": lambda: _cancelled(g2p, words),
+        }
+        timed(log, kind, calls[kind])
+
+    duration = 30.0 if quick else 600.0
+    curve: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    try:
+        with Clients(server.port, 8, one):
+            while time.monotonic() - t0 < duration:
+                curve.append((round(time.monotonic() - t0, 1), round(server.rss_mb(), 1)))
+                time.sleep(1.0 if quick else 5.0)
+        curve.append((round(time.monotonic() - t0, 1), round(server.rss_mb(), 1)))
+        serving = server.serving()
+    finally:
+        server.stop()
+    unexpected = Counter(f"{r.kind}:{r.code}" for r in log.records if r.code not in allowed.get(r.kind, {"OK"}))
+    after_first = [m for t, m in curve if t >= 60.0] or [curve[-1][1]]
+    base, last = after_first[0], curve[-1][1]
+    res |= {"duration_s": duration, "requests": len(log.records), "by_kind": dict(Counter(r.kind for r in log.records)),
+            "codes": dict(log.codes()), "unexpected": dict(unexpected), "rss_curve": curve,
+            "rss_after_first_minute_mb": base, "rss_end_mb": last}  # fmt: skip
+    check(res, "0 unexpected statuses", not unexpected, str(dict(unexpected)) or "none")
+    if not quick:  # 30 s of the quick run are still the warm-up's growth: the curve is judged on the full run only
+        check(res, "RSS growth <= 5 % after the first minute", last <= 1.05 * base, f"{base:.0f} -> {last:.0f} MB")
+    check(res, "SERVING after", serving, "health Check")
+    if out is not None:
+        plot(curve, out.with_suffix(".png"), duration)
+    return res
+
+
+def _cancelled(g2p: Any, words: list[str]) -> None:
+    f = g2p.Generate.future(pb.GenerateRequest(inputs=words, options=pb.GenerateOptions(beam_size=5)), timeout=30)
+    time.sleep(0.002)
+    f.cancel()
+    f.result()
+
+
+def plot(curve: list[tuple[float, float]], png: Path, duration: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([t for t, _ in curve], [m for _, m in curve], color="tab:blue")
+    ax.set_xlabel("seconds of mixed traffic")
+    ax.set_ylabel("server RSS (MB)")
+    ax.set_title(f"Soak: {duration:.0f} s, 8 clients, mixed traffic")
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def report(results: dict[str, dict[str, Any]], out: Path, quick: bool) -> None:
+    lines = [f"# Reliability suites ({'quick' if quick else 'full'})", "",
+             f"`python bench/reliability.py {' '.join(sys.argv[1:])}`; {os.cpu_count()} CPUs.", ""]  # fmt: skip
+    for name, res in results.items():
+        lines += [f"## {name}", "", "| check | result | detail |", "|---|---|---|"]
+        lines += [f"| {c['check']} | {'ok' if c['ok'] else 'FAILED'} | {c['detail']} |" for c in res["checks"]]
+        numbers = {k: v for k, v in res.items() if k not in {"checks", "rss_curve"}}
+        lines += ["", "```json", json.dumps(numbers, indent=1), "```", ""]
+    if "soak" in results:
+        lines += [f"![RSS during the soak]({out.with_suffix('.png').name})", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suite", choices=["all", "overload", "reload", "soak"])
+    ap.add_argument("--quick", action="store_true", help="short runs (CI): same checks, writes nothing")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reliability")
+    args = ap.parse_args(argv)
+    suites = ["overload", "reload", "soak"] if args.suite == "all" else [args.suite]
+    out = None if args.quick else args.out
+    results: dict[str, dict[str, Any]] = {}
+    for s in suites:
+        results[s] = soak(args.quick, out) if s == "soak" else {"overload": overload, "reload": reload}[s](args.quick)
+    if out is not None:
+        report(results, out, args.quick)
+    failed = [c["check"] for r in results.values() for c in r["checks"] if not c["ok"]]
+    print("all checks passed" if not failed else f"FAILED: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
