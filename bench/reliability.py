@@ -239,7 +239,7 @@ def overload(quick: bool) -> dict[str, Any]:
 
 def _code(f: grpc.Future) -> str:
     exc = f.exception()
-    return "OK" if exc is None else exc.code().name  # type: ignore[attr-defined]
+    return "OK" if exc is None else exc.code().name
 
 
 # ------------------------------------------------------------------------------------------------ reload
