@@ -105,3 +105,34 @@ def collate(examples: Sequence[Example]) -> Batch:
 def iterate_batches(examples: Sequence[Example], max_tokens: int, rng: random.Random) -> Iterator[Batch]:
     for idx in token_batches(examples, max_tokens, rng):
         yield collate([examples[i] for i in idx])
+
+
+@dataclass
+class Shard:
+    """One process's part of a global batch, and what it needs to know about the whole."""
+
+    batch: Batch  # this process's examples (a stand-in example when it has none; see ``weight``)
+    weight: float  # 1.0, or 0.0 when the stand-in is computed only so that every process runs a step
+    global_source_tokens: int
+    global_target_tokens: int  # the loss of the global batch is a mean over these
+
+
+def shard_batches(
+    examples: Sequence[Example], max_tokens: int, rng: random.Random, rank: int, world_size: int
+) -> Iterator[Shard]:
+    """The global batches of ``token_batches`` (``max_tokens`` is the budget of the GLOBAL batch), each split
+    across ``world_size`` processes: process ``rank`` takes examples ``rank::world_size`` of it.
+
+    Every process draws the same batches from the same seeded ``rng`` (so they agree without talking), and
+    together they see exactly what one process with the same ``max_tokens`` sees.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    for idx in token_batches(examples, max_tokens, rng):
+        mine = idx[rank::world_size]
+        yield Shard(
+            batch=collate([examples[i] for i in mine or idx[:1]]),
+            weight=1.0 if mine else 0.0,
+            global_source_tokens=sum(len(examples[i].src) for i in idx),
+            global_target_tokens=sum(len(examples[i].tgt) for i in idx),
+        )

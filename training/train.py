@@ -5,6 +5,11 @@
     python -m training.train --resume checkpoints/my-run/last.pt [--epochs 60]
     python -m training.train --init-from checkpoints/my-run/best.pt --out runs/longer --epochs 20
         # continue from any checkpoint's weights (fresh optimiser; the learning-rate schedule goes on from its step)
+    torchrun --nproc-per-node 2 -m training.train --out runs/ddp   # the same run on 2 processes (DDP)
+
+On N processes ``--max-tokens`` is the budget of the GLOBAL batch: the processes draw the batches one process
+would draw and each takes every N-th example of each, so the updates are those of a single process (the same
+learning-rate schedule); ``--threads`` is per process. Rank 0 alone writes files and decodes the dev set.
 
 Writes into ``--out``: ``best.pt`` (best dev WER, weights only), ``last.pt`` (everything needed to resume),
 ``averaged.pt`` (mean of the last N epoch weights, if asked), the tokenizer JSON files, ``metrics.jsonl``,
@@ -36,7 +41,8 @@ from g2p.pipeline import transcribe
 from g2p.tokenization import PAD_ID, G2PTokenizers, UnknownSymbolError
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
-from training.data import Example, Splits, encode_entries, iterate_batches, make_splits
+from training.data import Example, Splits, encode_entries, iterate_batches, make_splits, shard_batches
+from training.distributed import DistContext, init_from_env
 from training.model import ModelConfig, Transformer
 
 DEFAULT_TEST_SPLIT = Path(__file__).resolve().parent.parent / "data" / "cmudict-0.7b.test"
@@ -265,9 +271,12 @@ def train(
     resume: dict[str, Any] | None = None,
     init: dict[str, Any] | None = None,
     init_dir: Path | None = None,
+    ddp: DistContext | None = None,
 ) -> dict[str, Any]:
+    """One run; with ``ddp`` (a torchrun process group) this process trains its share of every global batch."""
     out = Path(cfg.out)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if ddp is None else ddp.device
+    main_proc = ddp is None or ddp.is_main  # the one process that writes files, logs and evaluates
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # seeds CUDA too
@@ -279,9 +288,10 @@ def train(
     elif init is not None and init_dir is not None:
         tok = G2PTokenizers.load(init_dir)
     data = prepare(cfg, tok)
-    out.mkdir(parents=True, exist_ok=True)
-    data.tok.save(out)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if main_proc:
+        out.mkdir(parents=True, exist_ok=True)
+        data.tok.save(out)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     # 2. model and optimiser
     if resume is not None or init is not None:
@@ -312,20 +322,25 @@ def train(
     elif init is not None:
         model.load_state_dict(init["model"])
         step = int(init["step"])
-    print(
-        f"model: {model.num_parameters() / 1e6:.2f}M parameters, {mcfg.d_model}d "
-        f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers on {device}; data: {data.counts}",
-        file=sys.stderr,
-    )
+    # every process starts from the same weights, optimiser and RNG state; DDP averages the gradients
+    net = model if ddp is None else ddp.wrap(model)
+    procs = "" if ddp is None else f" x {ddp.world_size} processes"
+    if main_proc:
+        print(
+            f"model: {model.num_parameters() / 1e6:.2f}M parameters, {mcfg.d_model}d "
+            f"{mcfg.n_encoder_layers}+{mcfg.n_decoder_layers} layers on {device}{procs}; data: {data.counts}",
+            file=sys.stderr,
+        )
 
     metrics_path = out / "metrics.jsonl"
-    metrics = metrics_path.open("a")
+    metrics = metrics_path.open("a") if main_proc else None
     start = time.monotonic()
     deadline = start + cfg.max_minutes * 60 if cfg.max_minutes else None
 
     def log(row: dict[str, Any]) -> None:
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
+        if metrics is not None:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
 
     def payload(full: bool) -> dict[str, Any]:
         p: dict[str, Any] = {
@@ -349,11 +364,22 @@ def train(
     while epoch < cfg.epochs and not stopped_early:
         # 3. one epoch over length-bucketed batches
         model.train()
-        batches = list(iterate_batches(data.train, cfg.max_tokens, rng))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", dynamic_ncols=True, mininterval=2)
+        if ddp is None:
+            batches: list[Any] = list(iterate_batches(data.train, cfg.max_tokens, rng))
+        else:  # the same global batches on every process (same rng), each process with its share
+            batches = list(shard_batches(data.train, cfg.max_tokens, rng, ddp.rank, ddp.world_size))
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            dynamic_ncols=True,
+            mininterval=2,
+            disable=not main_proc,
+        )
         tokens_seen, t0, loss_n = 0, time.monotonic(), 0
         loss_sum: torch.Tensor | float = 0.0
-        for batch in bar:
+        for item in bar:
+            batch = item if ddp is None else item.batch
             step += 1
             for group_ in opt.param_groups:
                 group_["lr"] = lr_at(step, cfg)
@@ -361,23 +387,43 @@ def train(
                 t.to(device, non_blocking=True) for t in (batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
             )
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(src, src_mask, tgt_in)  # (B, T, V)
-            loss = F.cross_entropy(
-                logits.float().flatten(0, 1),
-                tgt_out.flatten(),
-                ignore_index=PAD_ID,
-                label_smoothing=cfg.label_smoothing,
-            )
+                logits = net(src, src_mask, tgt_in)  # (B, T, V)
+            if ddp is None:
+                loss = F.cross_entropy(
+                    logits.float().flatten(0, 1),
+                    tgt_out.flatten(),
+                    ignore_index=PAD_ID,
+                    label_smoothing=cfg.label_smoothing,
+                )
+                grad_loss = loss
+            else:
+                # the global batch's loss is the mean over ALL its target tokens: this process contributes its
+                # token sum / the global token count; DDP averages gradients over N processes, so N x that is
+                # backpropagated and the update equals one process's on the whole global batch
+                token_sum = F.cross_entropy(
+                    logits.float().flatten(0, 1),
+                    tgt_out.flatten(),
+                    ignore_index=PAD_ID,
+                    label_smoothing=cfg.label_smoothing,
+                    reduction="sum",
+                )
+                loss = token_sum * (item.weight / item.global_target_tokens)
+                grad_loss = loss * ddp.world_size
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            grad_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
 
             # progress and metrics are side effects
-            tokens_seen += batch.n_source_tokens + batch.n_target_tokens
+            if ddp is None:
+                tokens_seen += batch.n_source_tokens + batch.n_target_tokens
+            else:
+                tokens_seen += item.global_source_tokens + item.global_target_tokens
             loss_sum += loss.detach()  # a tensor: no device sync per step
             loss_n += 1
             if step % cfg.log_every_steps == 0:
+                if ddp is not None:  # the shares add up to the global batches' losses
+                    loss_sum = ddp.sum(torch.as_tensor(loss_sum))
                 mean_loss = float(loss_sum) / loss_n
                 tps = tokens_seen / max(time.monotonic() - t0, 1e-9)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr_at(step, cfg):.2e}", tok_s=f"{tps:.0f}")
@@ -392,27 +438,36 @@ def train(
                     }
                 )
                 loss_sum, loss_n = 0.0, 0
-            if deadline is not None and time.monotonic() > deadline:
-                stopped_early = True
-                break
+            if deadline is not None:
+                late = time.monotonic() > deadline
+                if ddp is not None:  # every process stops after the same step
+                    late = ddp.any(late)
+                if late:
+                    stopped_early = True
+                    break
         bar.close()
         if stopped_early:  # last.pt keeps the weights; a resume repeats this unfinished epoch
-            print(f"time limit of {cfg.max_minutes} min reached in epoch {epoch + 1}; stopping", file=sys.stderr)
-            ckpt.save(out / "last.pt", payload(full=True))
+            if main_proc:
+                print(f"time limit of {cfg.max_minutes} min reached in epoch {epoch + 1}; stopping", file=sys.stderr)
+                ckpt.save(out / "last.pt", payload(full=True))
             break
         epoch += 1
-        recent.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if main_proc:
+            recent.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
-        # 4. periodic dev evaluation; best and last checkpoints
-        if epoch % cfg.eval_every_epochs == 0 or epoch == cfg.epochs:
+        # 4. periodic dev evaluation; best and last checkpoints (rank 0 only; the others wait at the barrier)
+        if main_proc and (epoch % cfg.eval_every_epochs == 0 or epoch == cfg.epochs):
             dev = dev_error_rates(model, data.tok, data.dev_refs, device)
             log({"kind": "dev", "step": step, "epoch": epoch, **dev, "minutes": (time.monotonic() - start) / 60})
             print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.2f}" for k, v in dev.items()), file=sys.stderr)
             if dev["dev_wer"] < best_wer:
                 best_wer = dev["dev_wer"]
                 ckpt.save(out / "best.pt", payload(full=False))
-        ckpt.save(out / "last.pt", payload(full=True))
-        plot_curve(metrics_path, out / "learning_curve.png")
+        if main_proc:
+            ckpt.save(out / "last.pt", payload(full=True))
+            plot_curve(metrics_path, out / "learning_curve.png")
+        if ddp is not None:
+            ddp.barrier()
 
     # 5. optional checkpoint averaging over the last epochs
     summary: dict[str, Any] = {
@@ -421,6 +476,8 @@ def train(
         "best_dev_wer": best_wer,
         "minutes": (time.monotonic() - start) / 60,
     }
+    if not main_proc:
+        return summary
     if cfg.average_last > 1 and len(recent) > 1:
         model.load_state_dict(ckpt.average_state_dicts(list(recent)))
         dev = dev_error_rates(model, data.tok, data.dev_refs, device)
@@ -435,7 +492,8 @@ def train(
             # a later resume must compare against the average's score, not the best single epoch's
             last = ckpt.load_raw(out / "last.pt")
             ckpt.save(out / "last.pt", last | {"best_dev_wer": best_wer})
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
     plot_curve(metrics_path, out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -499,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None and k not in {"resume", "init_from", "overwrite"}}
     known = {f.name for f in fields(TrainConfig)}
+    ddp: DistContext | None = None
     try:
         resume = init = None
         init_dir = None
@@ -522,20 +581,27 @@ def main(argv: list[str] | None = None) -> int:
             base = {k: v for k, v in init["train_config"].items() if k in known} | shape
         cfg = TrainConfig(**(base | given))
         cfg.check()
+        ddp = init_from_env(resolve_device(cfg.device))  # None unless torchrun started several processes
         if resume is None and not args.overwrite:
             refuse_existing_run(Path(cfg.out))
         if cfg.data != "cmudict" and not Path(cfg.data).is_file():
             raise LexiconError(f"--data: file not found: {cfg.data}")
         if cfg.test_split and not Path(cfg.test_split).is_file():
             raise LexiconError(f"--test-split: file not found: {cfg.test_split}")
-        summary = train(cfg, resume, init, init_dir)
+        if ddp is not None:
+            ddp.barrier()  # every process has checked --out before rank 0 writes into it
+        summary = train(cfg, resume, init, init_dir, ddp)
     except (ValueError, ckpt.CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch is in last.pt", file=sys.stderr)
         return 130
-    print(json.dumps(summary))
+    finally:
+        if ddp is not None:
+            ddp.close()
+    if ddp is None or ddp.is_main:
+        print(json.dumps(summary))
     return 0
 
 
