@@ -1,7 +1,7 @@
 """python -m service: start the gRPC server (settings from G2P_* environment variables; see service/settings.py).
 
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for invalid settings, 1 when the model cannot be
-served (no valid bundle, CUDA asked for and unavailable, port in use).
+served (no valid bundle, CUDA asked for and unavailable, port in use, a memory budget too small).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 
 from g2p.bundle import BundleError
 from g2p.lexicon import LexiconError
+from service.engine import MemoryBudgetError
 from service.runtime import ProviderError
 from service.server import G2PServer, configure_logging
 from service.settings import SettingsError, load_settings
@@ -26,7 +27,7 @@ def main() -> int:
     server = G2PServer(settings)
     try:
         server.start()
-    except (BundleError, ProviderError, LexiconError, OSError) as exc:
+    except (BundleError, ProviderError, LexiconError, MemoryBudgetError, OSError) as exc:
         logging.getLogger("g2p.server").error(f"cannot start: {exc}")
         server.stop(0)
         return 1

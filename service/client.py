@@ -51,13 +51,42 @@ SERVICE_CONFIG = {
 CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(SERVICE_CONFIG))]
 
 
+def channel(
+    target: str,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    server_name: str | None = None,
+) -> grpc.Channel:
+    """A channel to the server (``CHANNEL_OPTIONS``): plaintext, or TLS when any TLS file is given (``tls_ca``: the
+    CA that signed the server's certificate, default the system's roots; ``tls_cert``/``tls_key``: this client's
+    certificate and key, for a server with mutual TLS; ``server_name``: the name the server's certificate carries,
+    when the target's host is another, e.g. an IP address)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    if tls_ca is None and tls_cert is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls_ca.read_bytes() if tls_ca is not None else None,
+        private_key=tls_key.read_bytes() if tls_key is not None else None,
+        certificate_chain=tls_cert.read_bytes() if tls_cert is not None else None,
+    )
+    name = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(target, credentials, options=[*CHANNEL_OPTIONS, *name])
+
+
 class G2PClient:
-    def __init__(self, target: str = "127.0.0.1:50051", timeout: float = 10.0, tls_ca: Path | None = None) -> None:
-        if tls_ca is not None:
-            credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes())
-            self.channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        timeout: float = 10.0,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        """``tls_*``, ``server_name``: see ``channel``."""
+        self.channel = channel(target, tls_ca, tls_cert, tls_key, server_name)
         self.timeout = timeout
         self.stub = pb_grpc.G2PStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -130,6 +159,10 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i : i + n]
 
 
+def _tls(args: argparse.Namespace) -> tuple[Path | None, Path | None, Path | None, str | None]:
+    return args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name
+
+
 def _text_main(args: argparse.Namespace) -> int:
     """``--text``: one line per text, its flat phoneme string (or its whole result as one JSON object)."""
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -138,7 +171,7 @@ def _text_main(args: argparse.Namespace) -> int:
         return 2
     alphabet = pb.ALPHABET_IPA if args.ipa else pb.ALPHABET_ARPABET_NO_STRESS if args.no_stress else pb.ALPHABET_ARPABET
     try:
-        with G2PClient(args.target, args.timeout, args.tls_ca) as client:
+        with G2PClient(args.target, args.timeout, *_tls(args)) as client:
             for chunk in _chunks(texts, max(args.batch, 1)):
                 response = client.phonemize(chunk, alphabet, model=args.model, version=args.version)
                 for text, result in zip(chunk, response.results, strict=True):
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="model name (default: the server's)")
     ap.add_argument("--version", type=int, default=0, help="pin a model version (default: newest)")
     ap.add_argument("--tls-ca", type=Path, default=None, help="CA certificate for a TLS server")
+    ap.add_argument("--tls-cert", type=Path, default=None, help="client certificate (a server with mutual TLS)")
+    ap.add_argument("--tls-key", type=Path, default=None, help="the client certificate's private key")
+    ap.add_argument("--tls-server-name", default=None, help="the name in the server's certificate, if not the host")
     ap.add_argument("--batch", type=int, default=256, help="words (or texts) per request (default %(default)s)")
     ap.add_argument(
         "--text",
@@ -177,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     alphabet.add_argument("--no-stress", action="store_true", help="with --text: ARPAbet without stress digits")
     ap.add_argument("--json", action="store_true", help="with --text: every token, word and source as JSON lines")
     args = ap.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        ap.error("--tls-cert and --tls-key go together")
     if args.text is not None:
         return _text_main(args)
     words = args.words or [line.strip() for line in sys.stdin if line.strip()]
@@ -187,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "beam_size": args.beam, "nbest": args.nbest, "model": args.model, "version": args.version,
     }  # fmt: skip
     try:
-        with G2PClient(args.target, args.timeout, args.tls_ca) as client:
+        with G2PClient(args.target, args.timeout, *_tls(args)) as client:
             for chunk in _chunks(words, max(args.batch, 1)):
                 if args.stream:
                     finals = {m.index: m.final for m in client.stream(chunk, **kw) if m.WhichOneof("event") == "final"}

@@ -21,11 +21,20 @@ run; streaming and beam search go step by step and drop dead rows at the next st
 The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
 it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
 This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
+
+Memory is bounded by design: ``memory_share`` is what one batch may take (the server's memory budget less what the
+loaded process holds, divided among the batches that can decode at once: every worker and the inline decode). A
+batch's memory is estimated (``batch_bytes``: its rows' attention caches, x ``MEMORY_COPIES``); jobs join a batch
+only while the estimate fits, and a job too large for a share alone (many words, a wide beam) is decoded in
+chunks, one after the other, each within the share. After a large batch, freed memory goes back to the system.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -35,14 +44,61 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from g2p.decoding import DecodeOptions
+from g2p.pipeline import Pronunciation
 from service.metrics import Metrics
 from service.runtime import ModelVersion
 
 log = logging.getLogger("g2p.engine")
 
 
+MEMORY_COPIES = 3
+"""A batch's peak memory over the warm process, in units of its rows' attention caches (measured: the 128 longest
+test words at beam 16, 2.8x): a step's input and output caches live together, and beam search's reorder copies
+them out and back."""
+RELEASE_AFTER_BYTES = 64 * 1024 * 1024
+"""A batch estimated at this or more hands its freed memory back to the system (``malloc_trim``) when done."""
+
+
 class QueueFull(RuntimeError):
     pass
+
+
+class MemoryBudgetError(RuntimeError):
+    """The memory budget cannot hold what the server must be able to decode (one longest word at the widest beam)."""
+
+
+def batch_bytes(model: ModelVersion, words: int, longest: int, options: DecodeOptions) -> int:
+    """Estimated memory of decoding ``words`` words (the longest of ``longest`` characters) as one batch: each row
+    (word x beam) holds self-attention keys/values over its output steps and cross-attention keys/values over its
+    source, ``model.cache_bytes_per_position`` each, times ``MEMORY_COPIES``."""
+    src = longest + 1  # and </s>
+    steps = min(options.max_len, math.ceil(options.max_len_a * src + options.max_len_b))
+    return words * options.beam_size * (steps + src) * model.cache_bytes_per_position * MEMORY_COPIES
+
+
+def process_rss() -> int:
+    """This process's resident memory in bytes (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _libc_trim() -> Callable[[], None]:
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    return (lambda: trim(0)) if trim is not None else (lambda: None)
+
+
+release_memory = _libc_trim()
+"""Give the C heap's free memory back to the system (glibc ``malloc_trim``; a no-op elsewhere)."""
 
 
 class EngineStopped(RuntimeError):
@@ -84,9 +140,17 @@ class Job:
 
 class Engine:
     def __init__(
-        self, max_batch_size: int, max_queue_delay_s: float, max_queue_size: int, metrics: Metrics, workers: int = 1
+        self,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_size: int,
+        metrics: Metrics,
+        workers: int = 1,
+        memory_share: int = 0,
     ) -> None:
+        """``memory_share``: estimated bytes one batch may take (``batch_bytes``); 0 = unbounded."""
         self.max_batch_size = max_batch_size
+        self.memory_share = memory_share
         self.max_delay = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.metrics = metrics
@@ -184,6 +248,7 @@ class Engine:
             first = self._queue.popleft()
             self._busy += 1  # before any wait below releases the lock: drain() must see this job
             batch, n = [first], len(first.words)
+            longest = max(map(len, first.words), default=0)
             # wait for company only under load (jobs queued, or the last batch was shared): a lone request
             # starts at once instead of paying max_queue_delay for nothing
             delay = self.max_delay if (self._queue or self._last_jobs > 1) and first.work is None else 0.0
@@ -193,9 +258,15 @@ class Engine:
                 for j in fits:
                     if n + len(j.words) > self.max_batch_size:
                         break
+                    joined = max([longest, *map(len, j.words)])
+                    if self.memory_share and batch_bytes(first.model, n + len(j.words), joined, first.options) > (
+                        self.memory_share
+                    ):
+                        continue  # it would take the batch over its memory share: it waits for another batch
                     self._queue.remove(j)
                     batch.append(j)
                     n += len(j.words)
+                    longest = joined
                 left = until - time.monotonic()
                 if n >= self.max_batch_size or left <= 0 or not self._running:
                     break
@@ -241,6 +312,22 @@ class Engine:
         elif live:
             self._decode(live)
 
+    def _chunks(self, model: ModelVersion, words: list[str], options: DecodeOptions) -> list[list[int]]:
+        """The batch's word indices: all of them, or, when the batch's estimate is over the memory share, chunks
+        (words by length) that each fit it (a word alone always forms a chunk)."""
+        everything = list(range(len(words)))
+        if not self.memory_share or batch_bytes(model, len(words), max(map(len, words)), options) <= (
+            self.memory_share
+        ):
+            return [everything]
+        chunks: list[list[int]] = [[]]
+        for i in sorted(everything, key=lambda i: len(words[i])):  # ascending: a chunk's longest word is its last
+            current = chunks[-1]
+            if current and batch_bytes(model, len(current) + 1, len(words[i]), options) > self.memory_share:
+                chunks.append(current := [])
+            current.append(i)
+        return chunks
+
     def _dropped(self, job: Job, when: str) -> bool:
         """Settle a job whose deadline passed or whose client went away, counted by reason; False if it is alive."""
         exc: Exception
@@ -272,13 +359,24 @@ class Engine:
         def alive(src: int) -> bool:
             return owner[src][0].alive()
 
-        model = live[0].model
+        model, options = live[0].model, live[0].options
         # Streaming and beam search go step by step, dropping cancelled or expired rows at the next step. A plain
         # greedy batch is short (milliseconds) and runs whole (one run of the fused variant's greedy graph): its
-        # rows are checked just before that run, and its jobs once more after it.
-        results = model.transcribe(
-            words, live[0].options, on_token if streaming else None, alive, batch_size=max(len(words), 1)
-        )
+        # rows are checked just before that run, and its jobs once more after it. A batch over its memory share
+        # runs in chunks, one after the other.
+        results: list[list[Pronunciation]] = [[] for _ in words]
+        for chunk in self._chunks(model, words, options):
+            part = model.transcribe(
+                [words[i] for i in chunk],
+                options,
+                (lambda k, t, c=chunk: on_token(c[k], t)) if streaming else None,  # type: ignore[misc]
+                lambda k, c=chunk: alive(c[k]),  # type: ignore[misc]
+                batch_size=len(chunk),
+            )
+            for i, r in zip(chunk, part, strict=True):
+                results[i] = r
+        if self.memory_share and batch_bytes(model, len(words), max(map(len, words)), options) >= (RELEASE_AFTER_BYTES):
+            release_memory()
         tokens = sum(len(r[0].phonemes) + 1 for r in results if r)
         self.metrics.tokens.inc(tokens)
         start = 0

@@ -104,6 +104,12 @@ class ModelVersion:
     def d_model(self) -> int:
         return int(self.manifest.model_config_["d_model"])
 
+    @property
+    def cache_bytes_per_position(self) -> int:
+        """Bytes of one row's attention keys and values for one position (self-attention: per output step;
+        cross-attention: per source token): decoder layers x heads x head_dim (= d_model) x 2 (k, v) x 4 bytes."""
+        return int(self.manifest.model_config_["n_decoder_layers"]) * self.d_model * 2 * 4
+
     def normalize(self, word: str) -> str:
         """The tokenizer's own normalisation (NFKC, lower case, strip): what the model really sees."""
         return str(self.tokenizers.src.normalizer.normalize_str(word))

@@ -19,12 +19,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from g2p.decoding import DecodeOptions
 from service.api.g2p.v1 import g2p_pb2, g2p_pb2_grpc
 from service.api.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from service.engine import Engine
+from service.engine import Engine, MemoryBudgetError, batch_bytes, process_rss
 from service.metrics import Metrics, MetricsInterceptor
 from service.repository import ModelRepository
-from service.runtime import on_gpu, resolve_providers
+from service.runtime import ModelVersion, on_gpu, resolve_providers
 from service.servicers import G2PServicer, InferenceServicer
 from service.settings import Settings
 from service.text import UserLexicon
@@ -106,7 +107,12 @@ class G2PServer:
             },
         )
         self.engine = Engine(
-            s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size, self.metrics, s.decode_workers(gpu)
+            s.max_batch_size,
+            s.max_queue_delay_ms / 1000,
+            s.max_queue_size,
+            self.metrics,
+            s.decode_workers(gpu),
+            memory_share=self.memory_share(model, gpu),
         )
         # more threads than the engine admits requests: no RPC waits for a thread unseen, and gRPC's own limit
         # (uncounted) never refuses before the engine's queue does (RESOURCE_EXHAUSTED, counted)
@@ -128,18 +134,25 @@ class G2PServer:
             InferenceServicer(s, self.repo, self.engine, lambda: self.serving, user), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (
-                G2P_SERVICE,
-                V2_SERVICE,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        if s.reflection:
+            reflection.enable_server_reflection(
+                (
+                    G2P_SERVICE,
+                    V2_SERVICE,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
         address = f"{s.host}:{s.port}"
         if s.tls_cert is not None and s.tls_key is not None:
-            creds = grpc.ssl_server_credentials([(s.tls_key.read_bytes(), s.tls_cert.read_bytes())])
+            # mutual TLS with tls_client_ca: a client without a certificate signed by it fails the handshake
+            client_ca = s.tls_client_ca.read_bytes() if s.tls_client_ca is not None else None
+            creds = grpc.ssl_server_credentials(
+                [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
             self.port = server.add_secure_port(address, creds)
         else:
             self.port = server.add_insecure_port(address)
@@ -160,6 +173,30 @@ class G2PServer:
                    "seconds_to_serving": round(time.monotonic() - self.started_at, 3)},
         )  # fmt: skip
         return self.port
+
+    def memory_share(self, model: ModelVersion, gpu: bool) -> int:
+        """What one decoding batch may take: the memory budget less this process's memory with the model loaded,
+        shared among the batches that can decode at once (every worker and the inline decode); the largest request
+        allowed (one longest word at the widest beam) must fit, or ``MemoryBudgetError``."""
+        s = self.settings
+        budget, rss, batches = s.memory_budget(), process_rss(), s.decode_workers(gpu) + 1
+        share = (budget - rss) // batches
+        chars = min(s.max_input_chars, model.max_input_chars)
+        widest = DecodeOptions(beam_size=s.max_beam_size, max_len=min(s.max_output_tokens, model.max_output_tokens))
+        need = batch_bytes(model, 1, chars, widest)
+        mib = 1024 * 1024
+        if share < need:
+            raise MemoryBudgetError(
+                f"memory_budget_mb (G2P_MEMORY_BUDGET_MB): a budget of {budget // mib} MiB, less the {rss // mib} "
+                f"MiB the server holds with the model loaded, leaves {max(share, 0) // mib} MiB to each of {batches} "
+                f"batches decoding at once (workers + 1); one word of {chars} characters at beam {s.max_beam_size} "
+                f"needs {need // mib + 1} MiB: raise the budget, or lower G2P_MAX_BEAM_SIZE or G2P_WORKERS"
+            )
+        log.info(
+            "memory budget",
+            extra={"budget_mib": budget // mib, "rss_mib": rss // mib, "batches": batches, "share_mib": share // mib},
+        )
+        return share
 
     def _models_changed(self, repo: ModelRepository) -> None:
         for r in repo.records():

@@ -33,9 +33,14 @@ def shipped_checkpoint() -> Path:
     raise AssertionError("no committed checkpoint matches the shipped bundle's checkpoint_sha256")
 
 
-def wait_serving(port: int, timeout: float = 30.0, tls_ca: Path | None = None) -> None:
+def wait_serving(
+    port: int, timeout: float = 30.0, tls_ca: Path | None = None, client_tls: tuple[Path, Path] | None = None
+) -> None:
+    """``client_tls``: (certificate, key) this client presents (a server with mutual TLS)."""
     if tls_ca is not None:
-        channel = grpc.secure_channel(f"localhost:{port}", grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+        cert, key = (p.read_bytes() for p in client_tls) if client_tls else (None, None)
+        credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes(), private_key=key, certificate_chain=cert)
+        channel = grpc.secure_channel(f"localhost:{port}", credentials)
     else:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     with channel as ch:
@@ -52,7 +57,11 @@ def wait_serving(port: int, timeout: float = 30.0, tls_ca: Path | None = None) -
 
 
 @contextmanager
-def running_server(**overrides: object) -> Iterator[G2PServer]:
+def running_server(
+    tls_ca: Path | None = None, client_tls: tuple[Path, Path] | None = None, **overrides: object
+) -> Iterator[G2PServer]:
+    """A server on the settings' ``overrides``, waited on through health (over TLS when ``tls_cert`` is set: trusting
+    ``tls_ca``, default the server's certificate, and presenting ``client_tls`` when given)."""
     settings = load_settings(
         **{
             "port": 0,
@@ -68,7 +77,7 @@ def running_server(**overrides: object) -> Iterator[G2PServer]:
     server = G2PServer(settings)
     server.start()
     try:
-        wait_serving(server.port, tls_ca=settings.tls_cert)
+        wait_serving(server.port, tls_ca=tls_ca or settings.tls_cert, client_tls=client_tls)
         yield server
     finally:
         server.stop(2.0)
