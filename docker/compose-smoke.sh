@@ -9,6 +9,8 @@ say() { printf '\n== %s\n' "$*"; }
 if ls /opt/wheels/torch-2.13.0+cpu-*.whl >/dev/null 2>&1 && ! ls docker/wheels/torch-*.whl >/dev/null 2>&1; then
   cp /opt/wheels/torch-2.13.0+cpu-*.whl docker/wheels/   # the offline image installs torch from here
 fi
+export G2P_UID G2P_GID
+G2P_UID=$(id -u) G2P_GID=$(id -g)   # the re-exported version in ./models belongs to the caller, not root
 trap 'docker compose --profile export --profile client down --remove-orphans >/dev/null 2>&1 || true; rm -rf models/g2p/.smoke-*' EXIT
 
 say "build"

@@ -30,7 +30,13 @@ COPY data /app/data
 
 RUN useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin g2p
 USER 10001
-ENV PYTHONPATH=/app
+# Compose runs export and train as the invoking user (any uid, one this image does not know): HOME and the caches
+# (matplotlib, torch) in /tmp, writable by every uid; USER for tools that ask who runs them (getpass).
+ENV PYTHONPATH=/app \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    MPLCONFIGDIR=/tmp/.cache/matplotlib \
+    USER=g2p
 # python -m <module>: `export --checkpoint ...`, `training.train --out ...`, `training.evaluate ...`
 ENTRYPOINT ["python", "-m"]
 CMD ["export", "--help"]
