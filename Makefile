@@ -42,7 +42,7 @@ evaluate: $(STAMP)  ## evaluate the shipped checkpoint on the 12k test words (gr
 protos: $(STAMP)  ## regenerate service/api/ from protos/
 	$(PY) -m service.protogen
 
-test: lint typecheck compose-check unit bench-quick  ## everything CI runs: lint, types, compose checks, tests, bench smoke
+test: lint typecheck compose-check k8s-check unit bench-quick  ## everything CI runs: lint, types, compose and k8s checks, tests, bench smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -52,6 +52,10 @@ compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfil
 	for p in "" export train gpu client; do $(VENV)/bin/docker-compose $${p:+--profile $$p} config -q || exit 1; done
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint docker/*.Dockerfile
+
+.PHONY: k8s-check
+k8s-check: $(STAMP)  ## deploy/k8s: render every kustomize overlay, validate it against the Kubernetes schemas
+	deploy/k8s/validate.sh
 
 bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTranslate2, g2p_en) + the service; bench/results/
 	$(PY) bench/engines.py
