@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/cmudict-default/best.pt
 BEAM   ?= 5
 
-.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick loadgen loadtest unit export train clean
+.PHONY: help install serve client evaluate protos test lint typecheck compose-check compose-smoke bench bench-quick loadgen loadtest unit export train clean soak
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,9 @@ loadtest: loadgen  ## load a running server: make loadtest TARGET=host:port CLIE
 
 loadgen:  ## build the service bench's C++ load generator (optional: where it cannot, the bench uses Python's)
 	-bench/loadgen/build.sh --install
+
+soak: $(STAMP)  ## reliability suites against the real server: overload, reload under load, 10-min soak (~13 min)
+	$(PY) bench/reliability.py all
 
 compose-smoke:  ## the real run: up --build --wait, client, re-export, down (docker/compose-smoke.sh)
 	docker/compose-smoke.sh
