@@ -100,8 +100,12 @@ unit: $(STAMP) loadgen
 export: $(STAMP)  ## export the shipped checkpoint to a parity-gated bundle under models/g2p/
 	$(PY) -m export --checkpoint $(CKPT) --name g2p
 
-train: $(STAMP)  ## reproduce the shipped model (about 2 hours on 2 CPU cores)
-	$(PY) -m training.train --out checkpoints/cmudict-default
+RUN ?= runs/cmudict-default
+# The shipped recipe in one run: the shipped checkpoint is this recipe's 52 epochs, trained as 30 + 3 resumes of the
+# same run (checkpoints/cmudict-default/README.md); a resume continues optimiser, schedule and RNG, so one run of 52
+# epochs is the same training. An existing RUN is refused (pass RUN=... or resume it: --resume RUN/last.pt).
+train: $(STAMP)  ## train the shipped recipe into RUN=runs/cmudict-default (52 epochs, about 3 hours on 2 CPU cores)
+	$(PY) -m training.train --out $(RUN) --epochs 52
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .mypy_cache .ruff_cache
