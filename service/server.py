@@ -124,6 +124,9 @@ class G2PServer:
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # clients reconnect now and then (after in-flight calls finish), so replicas added later get traffic
+                ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace_s * 1000)),
             ],
             maximum_concurrent_rpcs=threads,
         )

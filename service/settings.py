@@ -181,6 +181,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8000, ge=-1, le=65535, description="Prometheus HTTP port; 0 = any free port, -1 = off")
     metrics_host: str = "127.0.0.1"
     shutdown_grace_s: float = Field(10.0, ge=0.0)
+    max_connection_age_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="close client connections after this long (gracefully), so that clients balancing "
+        "over several replicas (round robin on DNS) spread onto replicas that started later",
+    )
 
     @field_validator("variant")
     @classmethod
