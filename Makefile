@@ -68,6 +68,7 @@ bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the ser
 	$(PY) bench/engines.py --quick
 	$(PY) bench/service_bench.py --quick
 	$(PY) bench/text_bench.py --quick
+	$(PY) bench/reliability.py all --quick
 	if [ "$$(nproc)" -ge 2 ] && [ -x bench/loadgen/build/loadgen ]; then \
 		$(PY) bench/service_bench.py --quick --server-cpus 0 --client-cpus 1; \
 	else echo "bench-quick: no second CPU or no C++ load generator: the split service run is skipped"; fi
