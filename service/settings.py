@@ -84,20 +84,20 @@ class Settings(BaseSettings):
     )
 
     # model repository: <model_repository>/<model_name>/<version>/manifest.json
-    model_repository: Path = Path("models")
-    model_name: str = "g2p"
+    model_repository: Path = Field(Path("models"), description="the model repository: <root>/<name>/<version>/")
+    model_name: str = Field("g2p", description="the model (bundle directory name) this server serves")
     variant: str = Field(
         "auto",
         description="which graphs of the bundle serve: auto (fused on the CPU when the bundle has it, else fp32), "
         "fp32, fused, optimized, fp16 (fp16 wants cuda); never int8 (see NOT_BATCH_INVARIANT)",
     )
-    max_loaded_versions: int = Field(2, ge=1, le=16)
+    max_loaded_versions: int = Field(2, ge=1, le=16, description="newest READY versions kept loaded")
     watch_interval_s: float = Field(2.0, ge=0.0, description="poll the repository for new versions; 0 = off")
 
     # network
-    host: str = "127.0.0.1"
-    port: int = Field(50051, ge=0, le=65535)  # 0 = any free port (tests)
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in a container)")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 = any free port (tests)")
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest gRPC message, in and out")
     grpc_workers: int = Field(
         0,
         ge=0,
@@ -116,9 +116,13 @@ class Settings(BaseSettings):
     reflection: bool = Field(True, description="gRPC server reflection (grpcurl without .proto files); false = off")
 
     # execution
-    providers: ProviderChoice = "cpu"
-    cuda_device_id: int = Field(0, ge=0)
-    cuda_use_tf32: bool = False  # TF32 matmuls change fp32 results at the 1e-3 level; off keeps parity
+    providers: ProviderChoice = Field(
+        "cpu", description="cpu, cuda (fails where CUDA cannot run) or auto (CUDA when present, else CPU)"
+    )
+    cuda_device_id: int = Field(0, ge=0, description="the GPU to use (cuda)")
+    cuda_use_tf32: bool = Field(
+        False, description="TF32 matmuls on the GPU: they change fp32 results at the 1e-3 level; off keeps parity"
+    )
     workers: int = Field(
         0,
         ge=0,
@@ -127,19 +131,25 @@ class Settings(BaseSettings):
         "8; CUDA: 1, the GPU parallelises inside a run)",
     )
     intra_op_threads: int = Field(0, ge=0, description="per worker; 0 = the CPU quota divided among the workers")
-    inter_op_threads: int = Field(1, ge=1)
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    inter_op_threads: int = Field(1, ge=1, description="onnxruntime inter-op threads per session")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimisation level"
+    )
     memory_arena: bool = Field(
         False,
         description="onnxruntime's CPU memory arena: on, a burst's peak stays reserved by the process after it; off "
         "(default), memory goes back when the burst ends (measured no slower: paired rounds 0.90-1.00x the time)",
     )
-    warmup_runs: int = Field(2, ge=0)
-    io_binding: bool = True  # the KV cache stays in ONNX Runtime values (on the device) between decoder steps
+    warmup_runs: int = Field(2, ge=0, description="decodes run at load before the version reports READY")
+    io_binding: bool = Field(
+        True, description="the KV cache stays in onnxruntime values (on the device) between decoder steps"
+    )
 
     # batching
     max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")
-    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000)
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0.0, le=10_000, description="how long a batch may wait for more requests while others decode"
+    )
     max_queue_size: int = Field(
         256,
         ge=1,
@@ -158,11 +168,11 @@ class Settings(BaseSettings):
     )
 
     # request limits
-    max_inputs_per_request: int = Field(256, ge=1)
-    max_input_chars: int = Field(48, ge=1)
-    max_output_tokens: int = Field(48, ge=1)
-    max_beam_size: int = Field(16, ge=1)
-    default_beam_size: int = Field(1, ge=1)
+    max_inputs_per_request: int = Field(256, ge=1, description="words per Generate request / v2 g2p elements")
+    max_input_chars: int = Field(48, ge=1, description="characters per word (also capped by the model's limit)")
+    max_output_tokens: int = Field(48, ge=1, description="output tokens per word (also capped by the model's)")
+    max_beam_size: int = Field(16, ge=1, description="the largest beam a request may ask for")
+    default_beam_size: int = Field(1, ge=1, description="the beam when a request does not say (1 = greedy)")
 
     # the text front end (Phonemize, v2 g2p_text)
     max_texts_per_request: int = Field(64, ge=1, description="texts per Phonemize request / g2p_text elements")
@@ -176,11 +186,13 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(100_000, ge=0, description="model answers for unknown words kept (LRU); 0 = off")
 
     # observability and lifecycle
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or one JSON object each")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the least severe level logged")
     metrics_port: int = Field(8000, ge=-1, le=65535, description="Prometheus HTTP port; 0 = any free port, -1 = off")
-    metrics_host: str = "127.0.0.1"
-    shutdown_grace_s: float = Field(10.0, ge=0.0)
+    metrics_host: str = Field("127.0.0.1", description="address of the metrics HTTP server (0.0.0.0 in a container)")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0.0, description="on SIGTERM: NOT_SERVING, then in-flight requests get this long to finish"
+    )
     max_connection_age_s: float = Field(
         300.0,
         gt=0.0,
@@ -256,3 +268,18 @@ def load_settings(**overrides: object) -> Settings:
             env = f" (G2P_{field.upper()})" if err["loc"] else ""
             problems.append(f"{field}{env}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (environment variable, default, what it does), from the fields themselves:
+    ``docs/service.md`` holds this table, and a test fails when it is stale (``python -m service.settings``)."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        default = "unset" if f.default is None else f"`{f.default}`"
+        text = (f.description or "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `G2P_{name.upper()}` | {default} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")
