@@ -92,6 +92,10 @@ soak: $(STAMP)  ## reliability suites against the real server: overload, reload 
 compose-smoke:  ## the real run: up --build --wait, client, re-export, down (docker/compose-smoke.sh)
 	docker/compose-smoke.sh
 
+.PHONY: replicas-smoke
+replicas-smoke:  ## real runs: 3 replicas, one stopped under load; SIGKILL + restart policy (docker/replicas-smoke.sh)
+	docker/replicas-smoke.sh
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
