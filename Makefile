@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 compose-check: $(STAMP)  ## docker-compose.yml (every profile) and the Dockerfiles, without a Docker engine
-	for p in "" export train gpu client; do $(VENV)/bin/docker-compose $${p:+--profile $$p} config -q || exit 1; done
+	for p in "" export train gpu client replicas; do $(VENV)/bin/docker-compose $${p:+--profile $$p} config -q || exit 1; done
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 

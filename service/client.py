@@ -84,10 +84,13 @@ class G2PClient:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         server_name: str | None = None,
+        wait_for_ready: bool = True,
     ) -> None:
-        """``tls_*``, ``server_name``: see ``channel``."""
+        """``tls_*``, ``server_name``: see ``channel``. ``wait_for_ready``: a call made while no server is reachable
+        (a replica restarting) waits for one, within ``timeout``, instead of failing at once with UNAVAILABLE."""
         self.channel = channel(target, tls_ca, tls_cert, tls_key, server_name)
         self.timeout = timeout
+        self.wait_for_ready = wait_for_ready
         self.stub = pb_grpc.G2PStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
@@ -119,10 +122,11 @@ class G2PClient:
         return pb.GenerateRequest(inputs=list(words), options=options, model=model, model_version=version)
 
     def generate(self, words: Iterable[str], **kw: int | str | None) -> pb.GenerateResponse:
-        return self.stub.Generate(self.request(words, **kw), timeout=self.timeout)  # type: ignore[arg-type]
+        return self.stub.Generate(self.request(words, **kw), timeout=self.timeout, wait_for_ready=self.wait_for_ready)  # type: ignore[arg-type]
 
     def stream(self, words: Iterable[str], **kw: int | str | None) -> Iterator[pb.GenerateStreamResponse]:
-        yield from self.stub.GenerateStream(self.request(words, **kw), timeout=self.timeout)  # type: ignore[arg-type]
+        request = self.request(words, **kw)  # type: ignore[arg-type]
+        yield from self.stub.GenerateStream(request, timeout=self.timeout, wait_for_ready=self.wait_for_ready)
 
     def transcribe(self, words: Iterable[str], **kw: int | str | None) -> list[list[str]]:
         """The n-best phoneme strings of each word."""
@@ -139,10 +143,12 @@ class G2PClient:
         """Texts -> tokens, spoken words and pronunciations (``lexicon``: this request's own word -> ARPAbet)."""
         options = pb.PhonemizeOptions(alphabet=alphabet, lexicon=lexicon or {})  # type: ignore[arg-type]
         request = pb.PhonemizeRequest(texts=list(texts), options=options, model=model, model_version=version)
-        return self.stub.Phonemize(request, timeout=self.timeout)
+        return self.stub.Phonemize(request, timeout=self.timeout, wait_for_ready=self.wait_for_ready)
 
     def get_model(self, model: str = "", version: int = 0) -> pb.ModelInfo:
-        return self.stub.GetModel(pb.GetModelRequest(model=model, version=version), timeout=self.timeout)
+        return self.stub.GetModel(
+            pb.GetModelRequest(model=model, version=version), timeout=self.timeout, wait_for_ready=self.wait_for_ready
+        )
 
     def wait_serving(self, timeout: float) -> bool:
         """Block until the server's health says SERVING (True) or ``timeout`` passes (False)."""
