@@ -18,6 +18,7 @@ never decrease, and characters produced by one original character share its span
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -46,10 +47,13 @@ class Normalized:
     """The normalised ``text`` and, for each of its characters, the original ``[start, end)`` it came from."""
 
     text: str
-    spans: tuple[Span, ...]
+    spans: tuple[Span, ...] | None
+    """None: character ``i`` came from original character ``i`` (an ASCII text: every change is one for one)."""
 
     def span(self, start: int, end: int) -> Span:
         """The original span of the normalised characters ``[start, end)`` (``start < end``)."""
+        if self.spans is None:
+            return start, end
         return self.spans[start][0], self.spans[end - 1][1]
 
 
@@ -72,6 +76,14 @@ def _convert(ch: str) -> str:
     return fold(ch)
 
 
+@functools.cache
+def _ascii_table() -> dict[int, str]:
+    table = {i: replacement(chr(i)) for i in range(128) if replacement(chr(i)) != chr(i)}
+    assert all(len(v) == 1 for v in table.values()), "an ASCII replacement must keep the text's length"
+    return table
+
+
+@functools.lru_cache(maxsize=4096)
 def replacement(ch: str) -> str:
     """What one original character becomes: its :data:`REPLACEMENTS` entry or its converted NFKC form; ``""``
     for a combining mark or an invisible format character."""
@@ -84,6 +96,8 @@ def replacement(ch: str) -> str:
 
 def normalize(text: str) -> Normalized:
     """Normalise ``text`` (see the module docstring) keeping each output character's original span."""
+    if text.isascii():  # the common case, in one C call: ASCII changes are all one character for one
+        return Normalized(text.translate(_ascii_table()), None)
     chars: list[str] = []
     spans: list[Span] = []
     for i, ch in enumerate(text):
