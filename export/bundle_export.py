@@ -13,8 +13,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -22,6 +21,7 @@ import onnxruntime as ort
 import torch
 
 from export.graphs import OPSET, ExportError, export_graphs, specs_for
+from export.options import ExportOptions, held_out_words
 from export.parity import decode_check, tensor_checks
 from export.variants import VariantContext, VariantResult, build_variants
 from g2p.bundle import (
@@ -35,41 +35,12 @@ from g2p.bundle import (
     next_version,
     sha256_file,
 )
-from g2p.lexicon import read_cmudict, read_test_split, write_lexicon_file
+from g2p.lexicon import read_cmudict, write_lexicon_file
 from g2p.ort_backend import CPU, OrtBackend
 from g2p.tokenization import SRC_TOKENIZER_FILE, TGT_TOKENIZER_FILE, UnknownSymbolError
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
 from training.train import DEFAULT_TEST_SPLIT
-
-
-@dataclass
-class ExportOptions:
-    checkpoint: Path
-    name: str
-    root: Path = Path("models")
-    version: int | None = None
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    parity_words: int = 500
-    words_file: Path = DEFAULT_TEST_SPLIT
-    beams: tuple[int, ...] = (1, 5)
-    variants: tuple[str, ...] = ("fused", "int8", "fp16")
-    int8_max_wer_increase: float = 0.5
-    int8_eval_words: int | None = None  # None = the whole test split
-    check_determinism: bool = True
-    lexicon: bool = True  # ship the CMU dictionary in the bundle (the text front end's lexicon)
-    threads: int = 2
-    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
-
-
-def held_out_words(path: Path, n: int | None, alphabet: set[str]) -> list[str]:
-    """``n`` words spread evenly over the sorted test split (all when n is None), readable by the model."""
-    words = sorted(w for w in read_test_split(path) if set(w) <= alphabet)
-    if n is None or n >= len(words):
-        return words
-    stride = len(words) / n
-    return [words[int(i * stride)] for i in range(n)]
 
 
 def export_bundle(opts: ExportOptions) -> Path:

@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from export.graphs import check_graph
+from export.options import ExportOptions, held_out_words
 from export.parity import decode_check, tensor_checks
 from g2p.bundle import DECODER_STEP, GRAPH_NAMES, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
@@ -40,9 +41,6 @@ from g2p.ort_backend import CPU, CUDA, OrtBackend, SessionConfig
 from g2p.pipeline import transcribe
 from g2p.tokenization import G2PTokenizers
 from training.model import Transformer
-
-if TYPE_CHECKING:
-    from export.bundle_export import ExportOptions
 
 
 @dataclass
@@ -277,8 +275,6 @@ def int8_variant(ctx: VariantContext) -> VariantResult:
     kept, formats within 5% of the fastest counting as equally fast and going by the decoder step's logit error
     (recorded for each)."""
     staging, paths, tok, manifest, opts, log = ctx.staging, ctx.paths, ctx.tok, ctx.manifest, ctx.opts, ctx.log
-    from export.bundle_export import held_out_words
-
     words = held_out_words(opts.words_file, opts.int8_eval_words, set(tok.source_alphabet()))
     refs = {w: [p.split() for p in prons] for w, prons in read_test_split(opts.words_file).items()}
     max_len = manifest.limits.max_target_len

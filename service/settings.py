@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     memory_arena: bool = Field(
         False,
         description="onnxruntime's CPU memory arena: on, a burst's peak stays reserved by the process after it; off "
-        "(default), memory goes back when the burst ends (measured no slower: paired rounds 0.90-1.00x the time)",
+        "(default), memory goes back when the burst ends (measured no slower on this project's CPU machine)",
     )
     warmup_runs: int = Field(2, ge=0, description="decodes run at load before the version reports READY")
     io_binding: bool = Field(
