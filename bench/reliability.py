@@ -226,6 +226,7 @@ def overload(quick: bool) -> dict[str, Any]:
         after = server.rss_mb()
         codes = log.codes("open") + log.codes("burst")
         res |= {"open_loop_rps": round(rate, 1), "open_loop_s": duration, "codes": dict(codes),
+                "open_codes": dict(log.codes("open")),
                 "burst_codes": dict(log.codes("burst")), "p99_accepted_s": round(log.p99_ok(), 3),
                 "rss_warm_mb": round(warm, 1), "rss_after_mb": round(after, 1)}  # fmt: skip
         check(res, "only OK or RESOURCE_EXHAUSTED", set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, str(dict(codes)))
