@@ -71,6 +71,9 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
 
 
+MAX_PENDING_CALLS = 100_000
+
+
 class G2PServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -124,6 +127,11 @@ class G2PServer:
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # calls gRPC's core has accepted but this Python server has not yet picked up: beyond its default cap
+                # (about a thousand) core CANCELS them, unseen and uncounted; a flood then waits here instead and
+                # meets the engine's queue, which refuses it with RESOURCE_EXHAUSTED (bench/reliability.py overload)
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
                 # clients reconnect now and then (after in-flight calls finish), so replicas added later get traffic
                 ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace_s * 1000)),
