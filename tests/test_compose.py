@@ -74,3 +74,20 @@ def test_offline_requirements_pin_every_dependency():
             if applies and canonicalize_name(req.name) not in listed:
                 missing.add(f"{req.name} (needed by {name})")
     assert not missing, sorted(missing)
+
+
+def test_serving_images_pin_every_serving_dependency():
+    """The serving images install from pinned files, not from pyproject: each must pin every package the serving
+    install needs (a new core dependency once left the image unable to start)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = [
+        re.split(r"[<>=!\[ ]", d)[0].lower()
+        for d in project["dependencies"] + project["optional-dependencies"]["serve"]
+    ]
+    for name, swap in (("requirements-serve.txt", {}), ("requirements-gpu.txt", {"onnxruntime": "onnxruntime-gpu"})):
+        text = (ROOT / "docker" / name).read_text().lower().replace("_", "-")
+        pinned = {line.split("==")[0].strip() for line in text.splitlines() if "==" in line}
+        missing = [swap.get(n, n) for n in needed if swap.get(n, n).replace("_", "-") not in pinned]
+        assert missing == [], (name, missing)
