@@ -168,7 +168,7 @@ def worker(client: G2PClient, words: list[str], args: argparse.Namespace, end: f
         start = time.time()
         try:
             response = client.stub.Generate(
-                client.request(batch), timeout=args.timeout, wait_for_ready=args.wait_for_ready or client.wait_for_ready
+                client.request(batch), timeout=args.timeout, wait_for_ready=args.wait_for_ready
             )
             if len(response.outputs) != len(batch) or not all(o.hypotheses for o in response.outputs):
                 raise ValueError("an answer without a hypothesis per word")

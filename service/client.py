@@ -84,10 +84,12 @@ class G2PClient:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         server_name: str | None = None,
-        wait_for_ready: bool = True,
+        wait_for_ready: bool = False,
     ) -> None:
         """``tls_*``, ``server_name``: see ``channel``. ``wait_for_ready``: a call made while no server is reachable
-        (a replica restarting) waits for one, within ``timeout``, instead of failing at once with UNAVAILABLE."""
+        (a replica restarting) waits for one, within ``timeout``, instead of failing at once with UNAVAILABLE: what a
+        service calling replicas that restart wants (bench/results/faults.md). Off by default, so that what can never
+        connect (a wrong address, a refused TLS handshake) fails at once with UNAVAILABLE, not at the deadline."""
         self.channel = channel(target, tls_ca, tls_cert, tls_key, server_name)
         self.timeout = timeout
         self.wait_for_ready = wait_for_ready
@@ -177,7 +179,7 @@ def _text_main(args: argparse.Namespace) -> int:
         return 2
     alphabet = pb.ALPHABET_IPA if args.ipa else pb.ALPHABET_ARPABET_NO_STRESS if args.no_stress else pb.ALPHABET_ARPABET
     try:
-        with G2PClient(args.target, args.timeout, *_tls(args)) as client:
+        with G2PClient(args.target, args.timeout, *_tls(args), wait_for_ready=args.wait_for_ready) as client:
             for chunk in _chunks(texts, max(args.batch, 1)):
                 response = client.phonemize(chunk, alphabet, model=args.model, version=args.version)
                 for text, result in zip(chunk, response.results, strict=True):
@@ -203,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="model name (default: the server's)")
     ap.add_argument("--version", type=int, default=0, help="pin a model version (default: newest)")
     ap.add_argument("--tls-ca", type=Path, default=None, help="CA certificate for a TLS server")
+    ap.add_argument(
+        "--wait-for-ready",
+        action="store_true",
+        help="wait (within --timeout) for an unreachable server, e.g. one restarting, instead of failing",
+    )
     ap.add_argument("--tls-cert", type=Path, default=None, help="client certificate (a server with mutual TLS)")
     ap.add_argument("--tls-key", type=Path, default=None, help="the client certificate's private key")
     ap.add_argument("--tls-server-name", default=None, help="the name in the server's certificate, if not the host")
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "beam_size": args.beam, "nbest": args.nbest, "model": args.model, "version": args.version,
     }  # fmt: skip
     try:
-        with G2PClient(args.target, args.timeout, *_tls(args)) as client:
+        with G2PClient(args.target, args.timeout, *_tls(args), wait_for_ready=args.wait_for_ready) as client:
             for chunk in _chunks(words, max(args.batch, 1)):
                 if args.stream:
                     finals = {m.index: m.final for m in client.stream(chunk, **kw) if m.WhichOneof("event") == "final"}
