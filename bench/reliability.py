@@ -223,6 +223,7 @@ def overload(quick: bool) -> dict[str, Any]:
                 t.start()
             for t in threads:
                 t.join()
+        time.sleep(2.0)  # the load is over: an idle server hands freed memory back within a second or so
         after = server.rss_mb()
         codes = log.codes("open") + log.codes("burst")
         res |= {"open_loop_rps": round(rate, 1), "open_loop_s": duration, "codes": dict(codes),

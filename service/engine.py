@@ -55,6 +55,8 @@ MEMORY_COPIES = 3
 """A batch's peak memory over the warm process, in units of its rows' attention caches (measured: the 128 longest
 test words at beam 16, 2.8x): a step's input and output caches live together, and beam search's reorder copies
 them out and back."""
+IDLE_RELEASE_S = 1.0
+"""A worker that found no work for this long after some hands the C heap's free memory back (``malloc_trim``)."""
 RELEASE_AFTER_BYTES = 64 * 1024 * 1024
 """A batch estimated at this or more hands its freed memory back to the system (``malloc_trim``) when done."""
 
@@ -159,6 +161,7 @@ class Engine:
         self._accepting = True
         self._running = True
         self._busy = 0  # batches being decoded
+        self._worked = False  # a batch ended since the last release of free memory
         self._admitted = 0  # jobs in the engine (queued or decoding): their futures are not settled yet
         self._last_jobs = 0
         self._threads = [
@@ -242,7 +245,15 @@ class Engine:
     def _take_batch(self) -> list[Job] | None:
         with self._cv:
             while self._running and not self._queue:
-                self._cv.wait()
+                if self._cv.wait(IDLE_RELEASE_S) or not self._worked or self._busy:
+                    continue
+                # idle after work (a burst, a flood of refused calls): hand the C heap's free memory back, once
+                self._worked = False
+                self._cv.release()
+                try:
+                    release_memory()
+                finally:
+                    self._cv.acquire()
             if not self._running:
                 return None
             first = self._queue.popleft()
@@ -295,6 +306,7 @@ class Engine:
         finally:
             with self._cv:
                 self._busy -= 1
+                self._worked = True  # an idle worker hands freed memory back (see _take_batch)
                 if not self._accepting:  # only drain() waits for _busy; idle workers wait for jobs, not for this
                     self._cv.notify_all()
 

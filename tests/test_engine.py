@@ -187,3 +187,23 @@ def test_workers_decode_batches_at_once():
     assert f1.result(5)[0][0].phonemes == ("A",) and f2.result(5)[0][0].phonemes == ("B",)
     assert eng.drain(5)
     eng.stop()
+
+
+def test_an_idle_worker_hands_free_memory_back_once_after_work(monkeypatch):
+    released = threading.Event()
+    calls = []
+
+    def release() -> None:
+        calls.append(time.monotonic())
+        released.set()
+
+    monkeypatch.setattr("service.engine.release_memory", release)
+    monkeypatch.setattr("service.engine.IDLE_RELEASE_S", 0.05)
+    eng, model = make(), FakeModel()
+    time.sleep(0.2)
+    assert calls == []  # no work yet: nothing to give back
+    eng.submit(Job(model, ["a"], GREEDY)).result(5)
+    assert released.wait(5)
+    time.sleep(0.3)
+    assert len(calls) == 1  # once per idle spell, not on every wake-up
+    eng.stop()
