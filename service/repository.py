@@ -42,10 +42,22 @@ class VersionRecord:
 
 
 def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of each file in a version directory, sorted: changed files change it. Empty if the
+    directory cannot be read."""
     try:
         return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
     except OSError:
         return ()
+
+
+def version_directories(root: Path) -> dict[int, Path]:
+    """The versions under a model's directory, by number: the subdirectories named by digits that hold a
+    ``manifest.json`` (none if ``root`` is not a directory)."""
+    if not root.is_dir():
+        return {}
+    return {
+        int(p.name): p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "manifest.json").exists()
+    }
 
 
 class ModelRepository:
@@ -92,43 +104,54 @@ class ModelRepository:
 
     # ---------------------------------------------------------------- loading
     def scan(self) -> bool:
-        """Load new or changed version directories, unload removed and surplus ones. True if anything changed."""
+        """Load new or changed version directories (the newest ``max_loaded_versions`` + 2 are looked at), unload
+        removed and surplus ones. True if anything changed (``on_change`` is then called)."""
+        present = version_directories(self.root)
         changed = False
-        present: dict[int, Path] = {}
-        if self.root.is_dir():
-            for p in self.root.iterdir():
-                if p.is_dir() and p.name.isdigit() and (p / "manifest.json").exists():
-                    present[int(p.name)] = p
         for version in sorted(present, reverse=True)[: self.settings.max_loaded_versions + 2]:
-            path = present[version]
-            fp = fingerprint(path)
-            with self._lock:
-                old = self._records.get(version)
-            if old is not None and old.fingerprint == fp and old.state in (READY, FAILED, UNLOADED):
-                continue
-            if old is not None and old.state == READY:
-                continue  # a served version is immutable; a change to it is ignored (export writes new versions)
-            newest_ready = max((r.version for r in self.records() if r.state == READY), default=0)
-            if version < newest_ready and len(self.ready()) >= self.settings.max_loaded_versions:
-                continue  # older than what we keep
-            with self._lock:
-                self._records[version] = VersionRecord(version, path, LOADING, fp)
-            rec = self._load(version, path, fp)
-            with self._lock:
-                self._records[version] = rec
-            changed = True
-        with self._lock:
-            for version, rec in list(self._records.items()):
-                if rec.state == READY and version not in present:
-                    self._unload(rec, "unloaded removed version")
-                    changed = True
-            ready = sorted(v for v, r in self._records.items() if r.state == READY)
-            for version in ready[: max(0, len(ready) - self.settings.max_loaded_versions)]:
-                self._unload(self._records[version], "unloaded surplus version")
-                changed = True
+            changed |= self._load_if_due(version, present[version])
+        changed |= self._unload_stale(set(present))
         if changed and self.on_change is not None:
             self.on_change(self)
         return changed
+
+    def _load_if_due(self, version: int, path: Path) -> bool:
+        """Load a present version unless its record says not to (:meth:`_is_due`); while it loads (in this thread,
+        the current versions serving meanwhile) its record says LOADING. True if it was loaded, READY or FAILED."""
+        fp = fingerprint(path)
+        if not self._is_due(version, fp):
+            return False
+        with self._lock:
+            self._records[version] = VersionRecord(version, path, LOADING, fp)
+        rec = self._load(version, path, fp)
+        with self._lock:
+            self._records[version] = rec
+        return True
+
+    def _is_due(self, version: int, fp: tuple[tuple[str, int, int], ...]) -> bool:
+        """Whether to load a version whose files have fingerprint ``fp``: never a READY one (a served version is
+        immutable: a change to it is ignored, export writes new versions), nor a FAILED or UNLOADED one whose files
+        are the same, nor one older than the newest READY while ``max_loaded_versions`` are READY."""
+        with self._lock:
+            old = self._records.get(version)
+        if old is not None and (old.state == READY or (old.state in (FAILED, UNLOADED) and old.fingerprint == fp)):
+            return False
+        ready = [r.version for r in self.records() if r.state == READY]
+        older_than_kept = bool(ready) and version < max(ready) and len(ready) >= self.settings.max_loaded_versions
+        return not older_than_kept
+
+    def _unload_stale(self, present: set[int]) -> bool:
+        """Unload the READY versions whose directory is gone, then the oldest READY ones beyond
+        ``max_loaded_versions``, all under one hold of the lock. True if any was unloaded."""
+        with self._lock:
+            removed = [r for r in self._records.values() if r.state == READY and r.version not in present]
+            for rec in removed:
+                self._unload(rec, "unloaded removed version")
+            ready = sorted(r.version for r in self._records.values() if r.state == READY)
+            surplus = ready[: max(0, len(ready) - self.settings.max_loaded_versions)]
+            for version in surplus:
+                self._unload(self._records[version], "unloaded surplus version")
+        return bool(removed or surplus)
 
     def _unload(self, rec: VersionRecord, why: str) -> None:
         """Drop the repository's reference to a version (under the lock). Requests that took the model keep it
