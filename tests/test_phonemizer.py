@@ -118,3 +118,41 @@ def test_request_overrides_are_validated():
     assert table == {"tomato": (tuple(["T", "AH0", "M", "AA1", "T", "OW2"]),)}
     with pytest.raises(LexiconError, match="lexicon override 'x y'"):
         validate_overrides({"x y": "T"}, INVENTORY)
+
+
+def test_lexicon_pronunciations_kept_across_calls_never_hide_user_words():
+    g = Phonemizer(LEXICON, FakeModel(), max_word_chars=20)
+    assert [w.source for w in g("hello a A").tokens[0].words] == ["lexicon"]
+    mine = {"hello": (("HH", "EH0", "L", "OW1"),), "a": (("EY1",),)}
+    r = g("hello a A", overrides=mine)
+    assert [(w.word, w.phonemes, w.source) for t in r.tokens for w in t.words] == [
+        ("hello", ("HH", "EH0", "L", "OW1"), "user"), ("a", ("EY1",), "user"), ("a", ("EY1",), "user")
+    ]  # fmt: skip
+    r = g.phonemize(["hello x"], user=mine | {"x": (("EH1", "K", "S", "T"),)})[0]
+    assert [w.source for t in r.tokens for w in t.words] == ["user", "user"]
+    assert r.tokens[1].words[0].phonemes == ("EH1", "K", "S", "T")  # a spelled letter of the user lexicon
+    assert g("hello a").sources() == ["lexicon", "lexicon"]  # the kept ones again
+    g.lexicon = {"hello": (("HH", "IY1"),)}  # a replaced lexicon: nothing kept from the old one
+    assert g("hello").tokens[0].words[0].phonemes == ("HH", "IY1")
+
+
+def test_results_build_their_tokens_on_demand_and_stay_immutable():
+    import pickle
+    from dataclasses import FrozenInstanceError
+
+    from g2p.text.phonemizer import TextPron
+
+    g = Phonemizer(LEXICON, FakeModel(), max_word_chars=20)
+    r = g("Hello, world! FBX zd \U0001f600 -- world?")
+    eager = TextPron(r.text, r.tokens)
+    assert eager == r and hash(eager) == hash(r) and pickle.loads(pickle.dumps(r)) == r
+    for alphabet in ("arpabet", "arpabet-nostress", "ipa"):  # the flat string as join_flat states it
+        parts = []
+        for t in r.tokens:
+            if t.token.kind == "punctuation":
+                parts.append((False, t.token.text.strip()))
+            parts.extend((True, w.render(alphabet)) for w in t.words)
+        assert eager.phonemes(alphabet) == r.phonemes(alphabet) == join_flat(parts, ipa=alphabet == "ipa")
+    assert r.tokens[6].token.kind == "skipped" and "U+1F600" in r.tokens[6].token.reason
+    with pytest.raises(FrozenInstanceError):
+        r.text = "other"  # type: ignore[misc]

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from g2p.text import Token, tokenize
+from g2p.text import tokens as tokens_module
 from g2p.text.normalize import normalize
 from g2p.text.tokens import KINDS
 
@@ -289,3 +290,31 @@ def test_tokenize_never_raises_and_spans_slice_back(text):
 @pytest.mark.parametrize("text", ["", " ", "\n\t", "\u200b"])
 def test_empty_and_blank_text_has_no_tokens(text):
     assert tokenize(text) == []
+
+
+# The fast alternatives ("space" first, "plain", "lone") must cut and read every text as the general ones would.
+_FAST_AS = {"plain": "word", "lone": "other"}
+_GENERAL_NAMES = [n for n in tokens_module._ALTERNATIVES if n not in ("space", *_FAST_AS)]
+_GENERAL = re.compile(
+    "|".join(f"(?P<{n}>{tokens_module._ALTERNATIVES[n]})" for n in [*_GENERAL_NAMES[:-1], "space", "other"]),
+    re.ASCII | re.DOTALL,
+)
+WORDISH = st.sampled_from(
+    ["Mr", "mrs", "MRS", "vs", "Vs.", "www", "WWW.", "http", "https", "ftp", "CDs", "FBI's", "NASA", "A", "I", "x",
+     "X", "don't", "DON'T", "I'm", "students'", "rock'n'roll", "o'-", "john.smith", "example", ".com", "No", "no.",
+     "e", "g", "e.g", "it's", "Hs", "abc", "Hello", "hELLo", "mp3", "COVID", "-", "'", "#", ".", "..", "5", "19",
+     "$", "£", "€", "¥", "@", ":", "/", "%", "+", "_", ",", "!", "?", "\"", "(", ")", " ", "  ", "\t", "\u00e9",
+     "\ufb01", "\u2019", "km", "m", "p.m.", "St.", "art", "Sec"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(WORDISH | INTERESTING | st.characters(), max_size=30).map("".join))
+def test_fast_alternatives_cut_and_read_as_the_general_ones(text):
+    norm = normalize(text).text
+    fast = [(_FAST_AS.get(m.lastgroup, m.lastgroup), m.span()) for m in tokens_module._PATTERN.finditer(norm)]
+    assert fast == [(m.lastgroup, m.span()) for m in _GENERAL.finditer(norm)]
+    for m in tokens_module._PATTERN.finditer(norm):
+        if m.lastgroup == "plain":
+            kind, spoken = tokens_module.read_word(m.group(), known)
+            assert tokens_module._read_plain(m.group(), known) == (kind, tokens_module._clean(spoken))

@@ -17,13 +17,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
 from typing import Literal
 
 from g2p.lexicon import Lexicon, read_lexicon_file
 from g2p.text.alphabets import strip_stress, to_ipa
-from g2p.text.tokens import Token, tokenize
+from g2p.text.tokens import Token, scan, skip_reason
 
 Alphabet = Literal["arpabet", "arpabet-nostress", "ipa"]
 ALPHABETS: tuple[Alphabet, ...] = ("arpabet", "arpabet-nostress", "ipa")
@@ -67,28 +67,96 @@ class TokenPron:
     words: tuple[WordPron, ...]
 
 
-@dataclass(frozen=True)
-class TextPron:
-    """A text's tokens (with spans into ``text``), each with its spoken words' pronunciations."""
+Row = tuple[str, int, int, str, tuple[str, ...], tuple[WordPron, ...]]
+"""A token as the phonemizer keeps it: (text, start, end, kind, spoken words, their pronunciations)."""
 
+
+class TextPron:
+    """A text's tokens (with spans into ``text``), each with its spoken words' pronunciations. Immutable.
+
+    The phonemizer builds it from compact rows: the :class:`TokenPron` and :class:`Token` objects of ``tokens`` are
+    made on first access (a caller that wants only :meth:`phonemes` never pays for them)."""
+
+    __slots__ = ("_rows", "_tokens", "text")
     text: str
-    tokens: tuple[TokenPron, ...]
+    _rows: list[Row]
+    _tokens: tuple[TokenPron, ...] | None
+
+    def __init__(self, text: str, tokens: Iterable[TokenPron]) -> None:
+        tokens = tuple(tokens)
+        rows = [(t.token.text, t.token.start, t.token.end, t.token.kind, t.token.spoken, t.words) for t in tokens]
+        _init(self, text, rows, tokens)
+
+    @classmethod
+    def from_rows(cls, text: str, rows: list[Row]) -> TextPron:
+        out = cls.__new__(cls)
+        _init(out, text, rows, None)
+        return out
+
+    @property
+    def tokens(self) -> tuple[TokenPron, ...]:
+        tokens = self._tokens
+        if tokens is None:
+            tokens = tuple(
+                TokenPron(Token(text, start, end, kind, spoken, skip_reason(text) if kind == "skipped" else ""), words)
+                for text, start, end, kind, spoken, words in self._rows
+            )
+            object.__setattr__(self, "_tokens", tokens)
+        return tokens
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, TextPron)
+        return self.text == other.text and self.tokens == other.tokens
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.tokens))
+
+    def __repr__(self) -> str:
+        return f"TextPron(text={self.text!r}, tokens={self.tokens!r})"
+
+    def __reduce__(self) -> tuple[type[TextPron], tuple[str, tuple[TokenPron, ...]]]:
+        return TextPron, (self.text, self.tokens)
 
     def phonemes(self, alphabet: Alphabet = "arpabet") -> str:
         """One flat string for a synthesiser: words and punctuation in order, skipped tokens left out.
 
         ARPAbet: a word's phonemes separated by spaces, words by `` | ``, punctuation after a space
         (``HH AH0 L OW1 , | W ER1 L D !``). IPA: words separated by spaces, punctuation attached
-        (``həˈloʊ, ˈwɝld!``)."""  # noqa: RUF002 (IPA)
-        parts: list[tuple[bool, str]] = []  # (is_word, text)
-        for t in self.tokens:
-            if t.token.kind == "punctuation":
-                parts.append((False, t.token.text.strip()))
-            parts.extend((True, w.render(alphabet)) for w in t.words)
-        return join_flat(parts, ipa=alphabet == "ipa")
+        (``həˈloʊ, ˈwɝld!``); :func:`join_flat` states the rule."""  # noqa: RUF002 (IPA)
+        ipa = alphabet == "ipa"
+        word_sep, punct_sep = (" ", "") if ipa else (WORD_SEPARATOR, " ")
+        out: list[str] = []
+        for text, _, _, kind, _, words in self._rows:
+            if kind == "punctuation":
+                mark = text.strip()
+                if mark:
+                    if out:
+                        out.append(punct_sep)
+                    out.append(mark)
+            for w in words:
+                shown = " ".join(w.phonemes) if alphabet == "arpabet" else render(w.phonemes, alphabet)
+                if shown:
+                    if out:
+                        out.append(word_sep)
+                    out.append(shown)
+        return "".join(out)
 
     def sources(self) -> list[str]:
-        return [w.source for t in self.tokens for w in t.words]
+        return [w.source for row in self._rows for w in row[5]]
+
+
+def _init(pron: TextPron, text: str, rows: list[Row], tokens: tuple[TokenPron, ...] | None) -> None:
+    object.__setattr__(pron, "text", text)
+    object.__setattr__(pron, "_rows", rows)
+    object.__setattr__(pron, "_tokens", tokens)
 
 
 def join_flat(parts: Sequence[tuple[bool, str]], ipa: bool) -> str:
@@ -181,6 +249,7 @@ class Phonemizer:
         self.model = model
         self.max_word_chars = max_word_chars
         self.cache = ModelCache(cache_size)
+        self._kept: tuple[Lexicon, dict[str, WordPron], dict[str, WordPron]] | None = None
 
     @classmethod
     def from_bundle(cls, path: str | Path, variant: str = "auto", threads: int = 2) -> Phonemizer:
@@ -226,29 +295,56 @@ class Phonemizer:
         over = overrides or {}
         lexicon = self.lexicon
         user = self.user if user is None else user
-        tokenized = [tokenize(t, lambda w: w in over or w in user or w in lexicon) for t in texts]
-        spoken = {w for tokens in tokenized for t in tokens for w in t.spoken}
-        unknown = sorted(w for w in spoken if w not in over and w not in user and w not in lexicon)
-        guessed = self._guess(unknown, model or self.model)
+        known: Callable[[str], bool] = lexicon.__contains__
+        if over or user:
 
-        def pron(word: str, spelled: bool) -> WordPron:
-            alts = lexicon.get(word, ())
-            if spelled and word in LETTER_NAMES and word not in over and word not in user:
-                name = LETTER_NAMES[word]
-                return WordPron(word, name, "lexicon", tuple(p for p in alts if p != name))
-            for table in (over, user):
-                if word in table:
-                    prons = tuple(table[word])
-                    rest = tuple(p for p in (*prons[1:], *alts) if p != prons[0])
-                    return WordPron(word, prons[0], "user", _unique(rest))
-            if alts:
-                return WordPron(word, alts[0], "lexicon", alts[1:])
-            return guessed[word]
+            def known(w: str) -> bool:
+                return w in over or w in user or w in lexicon
 
-        return [
-            TextPron(text, tuple(TokenPron(t, tuple(pron(w, t.kind != "word") for w in t.spoken)) for t in tokens))
-            for text, tokens in zip(texts, tokenized, strict=True)
-        ]
+        scanned = [scan(t, known) for t in texts]
+        prons, letters = self._lexicon_prons()
+        table: dict[str, WordPron] = {}  # every distinct spoken word of the call -> its pronunciation
+        unknown: list[str] = []
+        for w in {w for rows in scanned for row in rows for w in row[4]}:
+            if w in over or w in user:
+                table[w] = user_pron(w, over, user, lexicon)
+                continue
+            found = prons.get(w)
+            if found is None:
+                alts = lexicon.get(w)
+                if alts is None:
+                    unknown.append(w)
+                    continue
+                found = prons[w] = WordPron(w, alts[0], "lexicon", alts[1:])
+            table[w] = found
+        table.update(self._guess(sorted(unknown), model or self.model))
+        out = []
+        for text, rows in zip(texts, scanned, strict=True):
+            done: list[Row] = []
+            for token, start, end, kind, spoken in rows:
+                if kind == "word":  # the common case: not spelled
+                    words = (table[spoken[0]],) if len(spoken) == 1 else tuple([table[w] for w in spoken])
+                else:  # a spelled letter is its name, unless the request or the user lexicon has it
+                    words = tuple(
+                        [letters[w] if w in letters and w not in over and w not in user else table[w] for w in spoken]
+                    )
+                done.append((token, start, end, kind, spoken, words))
+            out.append(TextPron.from_rows(text, done))
+        return out
+
+    def _lexicon_prons(self) -> tuple[dict[str, WordPron], dict[str, WordPron]]:
+        """Pronunciations made from the lexicon, kept across calls (at most one per lexicon word): the words' own,
+        and the spelled letters' names (with the lexicon's other readings as alternatives). Made anew when
+        ``self.lexicon`` is replaced."""
+        lexicon = self.lexicon
+        kept = self._kept
+        if kept is None or kept[0] is not lexicon:
+            letters = {
+                k: WordPron(k, name, "lexicon", tuple(p for p in lexicon.get(k, ()) if p != name))
+                for k, name in LETTER_NAMES.items()
+            }
+            kept = self._kept = (lexicon, {}, letters)
+        return kept[1], kept[2]
 
     def _guess(self, words: Sequence[str], model: ModelFn | None) -> dict[str, WordPron]:
         """The model's answers for unknown words: cached ones first, the rest in one call (long words in pieces)."""
@@ -273,6 +369,14 @@ class Phonemizer:
             self.cache.put(w, (phones, score))
             out[w] = WordPron(w, phones, "model", (), score)
         return out
+
+
+def user_pron(word: str, over: Mapping[str, Sequence[tuple[str, ...]]], user: Lexicon, lexicon: Lexicon) -> WordPron:
+    """A word of the request's overrides (first) or of the user lexicon: source "user", its other readings and the
+    lexicon's as alternatives."""
+    prons = tuple(over[word] if word in over else user[word])
+    rest = tuple(p for p in (*prons[1:], *lexicon.get(word, ())) if p != prons[0])
+    return WordPron(word, prons[0], "user", _unique(rest))
 
 
 def _unique(prons: Iterable[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from g2p.text import numbers
-from g2p.text.normalize import Normalized, normalize
+from g2p.text.normalize import normalize
 from g2p.text.tables import (
     ABBREVIATIONS,
     ADDRESS_SPELLED,
@@ -91,7 +91,25 @@ _URL_END = r"[A-Za-z0-9/_=#~+-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _PART = r"[A-Za-z0-9]+(?:'[A-Za-z]+)*"
 
+# Abbreviation keys made of letters only ("mr", "vs"): a "plain" word must not be one of them.
+_LETTER_KEYS = sorted(k for k in (*ABBREVIATIONS, *BEFORE_NUMBER) if k.isalpha())
+# A run of letters followed by none of these cannot start an e-mail address, a URL, a dotted initialism or a table
+# abbreviation (their first non-letter is one of them), nor continue a "word" match.
+_PLAIN_END = r"(?![A-Za-z0-9._%+@:'-])"
+assert all(re.match(rf"[a-z]*{_PLAIN_END}", k) is None for k in (*ABBREVIATIONS, *BEFORE_NUMBER) if not k.isalpha())
+
 _ALTERNATIVES = {
+    # The alternatives are tried in order at each position. The three common cases come first, each matching only
+    # where the text would be cut the same without it (tests/test_text.py checks it on many texts):
+    # whitespace (no other alternative starts with it);
+    "space": r"\s+",
+    # a run of letters, maybe with inner apostrophes ("didn't"), where none of the alternatives before "word" can
+    # match and "word" would match the same characters (:func:`scan` reads it to the same result, faster);
+    "plain": rf"(?!(?i:{_either(_LETTER_KEYS)})(?![A-Za-z0-9]))[A-Za-z]++"
+    rf"(?:(?:'[A-Za-z]++)++(?![A-Za-z0-9'-])|{_PLAIN_END})",
+    # one character no alternative but "other" can start with (all the others start with a letter, a digit, a
+    # currency sign, or one of ' # . - before a digit), read as "other".
+    "lone": r"[^A-Za-z0-9'#.$\u00a3\u20ac\u00a5-]|[.'#-](?!\d)",
     "email": rf"[A-Za-z0-9](?:[A-Za-z0-9._%+-]*[A-Za-z0-9])?@{_LABEL}(?:\.{_LABEL})*\.[A-Za-z]{{2,}}(?![A-Za-z0-9-])",
     "url": rf"(?i:https?://|ftp://|www\.){_URL_CHAR}*{_URL_END}"
     rf"|{_LABEL}(?:\.{_LABEL})*\.(?i:{_either(TLDS)})(?![A-Za-z0-9-])(?:/(?:{_URL_CHAR}*{_URL_END})?)?",
@@ -112,7 +130,6 @@ _ALTERNATIVES = {
     "dotted": r"(?<![\w.])(?:[A-Za-z]\.){2,}(?![A-Za-z0-9])",
     "number": rf"{_SIGNED}(?![A-Za-z0-9]|-[A-Za-z0-9])|(?<![\w.,])\.\d+(?![A-Za-z0-9])",
     "word": rf"{_PART}(?:-{_PART})*(?:(?<=[sS])'(?![A-Za-z0-9]))?",
-    "space": r"\s+",
     "other": r".",
 }
 _PATTERN = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _ALTERNATIVES.items()), re.ASCII | re.DOTALL)
@@ -244,6 +261,7 @@ _READERS: dict[str, Callable[[re.Match[str], Known], Reading]] = {
     "number": lambda m, known: ("number", numbers.year_or_number(m.group())),
     "word": lambda m, known: read_word(m.group(), known),
     "other": lambda m, known: read_other(m.group()),
+    "lone": lambda m, known: read_other(m.group()),
 }
 
 # ---------------------------------------------------------------------------------------------------- skipped text
@@ -282,12 +300,10 @@ def skip_reason(text: str, limit: int = 5) -> str:
 # ---------------------------------------------------------------------------------------------------- assembly
 
 
-@dataclass(frozen=True)
-class _Piece:
-    start: int
-    end: int
-    kind: str
-    spoken: Words
+Row = tuple[str, int, int, str, Words]
+"""A token before it is a :class:`Token`: (original text, start, end, kind, spoken words)."""
+
+_MERGING_KINDS = ("punctuation", "skipped")
 
 
 def _clean(words: Words) -> Words:
@@ -295,44 +311,51 @@ def _clean(words: Words) -> Words:
     return tuple(w for word in words for w in SPOKEN_WORD.findall(word.lower()))
 
 
-def _pieces(norm: Normalized, known: Known) -> list[_Piece]:
-    """The normalised text cut and read, each piece with its ORIGINAL span."""
-    out = []
+def _read_plain(word: str, known: Known) -> Reading:
+    """A "plain" match (letters, maybe inner apostrophes): what ``read_word`` reads, lowercase and capitalised
+    words without its general path."""
+    if word.islower() or (word[0].isupper() and word[1:].islower()):  # no all-caps part: never an initialism
+        lower = word.lower()
+        return ("word" if len(lower) > 1 or lower in ("a", "i") else "initialism"), (lower,)
+    kind, spoken = read_letters(word, known)
+    return kind, _clean(spoken)
+
+
+def scan(text: str, known: Known = _never_known) -> list[Row]:
+    """The rows of :func:`tokenize` (its tokens without the :class:`Token` objects and skip reasons).
+
+    The normalised text is cut by :data:`_PATTERN` and each piece read; a piece joins the one before it when they
+    share an original character (one character normalised to several that were cut apart, e.g. "⑴" -> "(1)"), or
+    when both are punctuation, or both skipped, and they touch."""
+    norm = normalize(text)
+    spans = norm.spans
+    rows: list[Row] = []
+    last_end = -1
+    last_kind = ""
     for m in _PATTERN.finditer(norm.text):
-        if m.lastgroup == "space" or m.lastgroup is None:
+        group = m.lastgroup
+        if group == "plain":
+            kind, spoken = _read_plain(m.group(), known)
+        elif group == "space" or group is None:
             continue
-        kind, spoken = _READERS[m.lastgroup](m, known)
-        out.append(_Piece(*norm.span(m.start(), m.end()), kind, _clean(spoken)))
-    return out
-
-
-def _joins(a: _Piece, b: _Piece) -> bool:
-    """Whether ``b`` is merged into ``a``: they share an original character (one character normalised to several
-    that were cut apart, e.g. "⑴" -> "(1)"), or both are punctuation, or both skipped, and they touch."""
-    return b.start < a.end or (a.kind == b.kind and a.kind in ("punctuation", "skipped") and a.end == b.start)
-
-
-def _combine(a: _Piece, b: _Piece) -> _Piece:
-    kind = a.kind if a.spoken or not b.spoken else b.kind
-    return _Piece(a.start, max(a.end, b.end), kind, a.spoken + b.spoken)
-
-
-def _merge(pieces: list[_Piece]) -> list[_Piece]:
-    out: list[_Piece] = []
-    for p in pieces:
-        if out and _joins(out[-1], p):
-            out[-1] = _combine(out[-1], p)
         else:
-            out.append(p)
-    return out
+            kind, spoken = _READERS[group](m, known)
+            spoken = _clean(spoken)
+        if spans is None:
+            start, end = m.span()
+        else:
+            start, end = spans[m.start()][0], spans[m.end() - 1][1]
+        if start < last_end or (start == last_end and kind == last_kind and kind in _MERGING_KINDS):
+            _, start, prev_end, prev_kind, prev_spoken = rows.pop()
+            kind = prev_kind if prev_spoken or not spoken else kind
+            spoken = prev_spoken + spoken
+            end = max(prev_end, end)
+        rows.append((text[start:end], start, end, kind, spoken))
+        last_end, last_kind = end, kind
+    return rows
 
 
 def tokenize(text: str, known: Known = _never_known) -> list[Token]:
     """``text`` as tokens in order; ``known(word)`` (lowercase) says whether the lexicon has a word (an unknown
     all-caps word of 2-5 letters is spelled). Never raises on any ``str``; see the module docstring."""
-    tokens = []
-    for p in _merge(_pieces(normalize(text), known)):
-        original = text[p.start : p.end]
-        reason = skip_reason(original) if p.kind == "skipped" else ""
-        tokens.append(Token(original, p.start, p.end, p.kind, p.spoken, reason))
-    return tokens
+    return [Token(*row, skip_reason(row[0]) if row[3] == "skipped" else "") for row in scan(text, known)]
