@@ -14,8 +14,9 @@ from g2p.decoding import DecodeOptions
 from g2p.pipeline import transcribe
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
+from training.config import TrainConfig
 from training.data import encode_entries, iterate_batches
-from training.train import TrainConfig, lr_at, main
+from training.train import build_parser, lr_at, main
 
 
 def test_a_tiny_model_overfits_a_few_pairs(tokenizers, torch_threads):
@@ -45,6 +46,19 @@ def test_learning_rate_schedule():
     assert lr_at(50, cfg) == pytest.approx(5e-4)
     assert lr_at(100, cfg) == pytest.approx(1e-3)
     assert lr_at(400, cfg) == pytest.approx(5e-4)
+
+
+def test_the_model_flags_are_the_model_configs_architecture():
+    cfg = TrainConfig(d_model=64, n_heads=2, d_ff=96, norm_first=False)
+    model = cfg.model_config(30, 40, max_src=70)
+    assert {name: getattr(model, name) for name in cfg.architecture()} == cfg.architecture()
+    assert (model.src_vocab_size, model.tgt_vocab_size, model.max_source_len, model.max_target_len) == (30, 40, 70, 64)
+    args = build_parser().parse_args(["--d-model", "64", "--norm-first", "false", "--lr", "0.002"])
+    assert {k: v for k, v in vars(args).items() if v is not None and k != "overwrite"} == {
+        "d_model": 64,
+        "norm_first": False,
+        "lr": 0.002,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -29,21 +29,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild the network; stored inside every checkpoint."""
+@dataclass(kw_only=True)
+class Architecture:
+    """The network's shape and regularisation: what a training run chooses (``--d-model`` ...). The defaults are
+    the shipped recipe's."""
 
-    src_vocab_size: int
-    tgt_vocab_size: int
-    d_model: int = 256
+    d_model: int = 192
     n_heads: int = 4
     n_encoder_layers: int = 3
     n_decoder_layers: int = 3
-    d_ff: int = 1024
+    d_ff: int = 768
     dropout: float = 0.1
-    attention_dropout: float = 0.0
     norm_first: bool = True
     tie_embeddings: bool = True
+
+    def architecture(self) -> dict[str, Any]:
+        """These fields alone, by name (a subclass adds others)."""
+        return {f.name: getattr(self, f.name) for f in fields(Architecture)}
+
+
+@dataclass
+class ModelConfig(Architecture):
+    """Everything needed to rebuild the network; stored inside every checkpoint: the :class:`Architecture`, the
+    vocabularies and the length limits."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    attention_dropout: float = 0.0
     max_source_len: int = 64  # source tokens, including </s>
     max_target_len: int = 64  # decoder positions, including <s> / </s>
     pad_id: int = 0

