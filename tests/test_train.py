@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from training import checkpoint as ckpt
 from training.backend import TorchBackend
 from training.config import TrainConfig
 from training.data import encode_entries, iterate_batches
-from training.train import build_parser, lr_at, main
+from training.train import build_parser, lr_at, lr_schedule, main
 
 
 def test_a_tiny_model_overfits_a_few_pairs(tokenizers, torch_threads):
@@ -46,6 +47,26 @@ def test_learning_rate_schedule():
     assert lr_at(50, cfg) == pytest.approx(5e-4)
     assert lr_at(100, cfg) == pytest.approx(1e-3)
     assert lr_at(400, cfg) == pytest.approx(5e-4)
+
+
+def test_the_scheduler_sets_lr_at_of_every_update_also_after_a_resume():
+    """Exactly the values the hand-written schedule set before it was a LambdaLR."""
+    cfg = TrainConfig(lr=1e-3, warmup_steps=100)
+
+    def learning_rates(done_steps: int, updates: int) -> list[float]:
+        param = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([param], lr=cfg.lr)  # a fresh or a loaded optimiser: no initial_lr in its groups
+        schedule = lr_schedule(opt, cfg, done_steps)
+        seen = []
+        for _ in range(updates):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        return seen
+
+    written = [cfg.lr * min(step / 100, math.sqrt(100 / step)) for step in range(1, 401)]
+    assert learning_rates(0, 400) == written
+    assert learning_rates(150, 250) == written[150:]
 
 
 def test_the_model_flags_are_the_model_configs_architecture():
@@ -97,6 +118,31 @@ def test_train_then_resume_through_the_cli(lexicon, tmp_path, capsys):
     assert main(["--init-from", str(out / "best.pt"), "--out", str(more), "--d-model", "64"]) == 2
     err = capsys.readouterr().err
     assert "--init-from needs an --out directory" in err and "contradict" in err
+
+
+def _rows(run) -> list[dict]:
+    """A run's metrics rows without the timings."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in {"minutes", "tokens_per_s"}} for r in rows]
+
+
+@pytest.mark.slow
+def test_a_last_pt_from_before_the_scheduler_resumes_like_an_unbroken_run(lexicon, tmp_path):
+    """A last.pt written when the learning rate was set by hand (no ``initial_lr`` in the optimiser's groups, the
+    last update's ``lr``) goes on with the same learning rates, losses and dev scores as a run never stopped."""
+    args = ["--data", str(lexicon), *TINY, "--max-tokens", "20", "--average-last", "0"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main([*args, "--out", str(whole), "--epochs", "2"]) == 0
+    assert main([*args, "--out", str(split), "--epochs", "1"]) == 0
+    last = ckpt.load_raw(split / "last.pt")
+    for param_group in last["optimizer"]["param_groups"]:
+        del param_group["initial_lr"]
+        param_group["lr"] = lr_at(last["step"], TrainConfig(lr=1e-3, warmup_steps=10))
+    ckpt.save(split / "last.pt", last)
+    assert main(["--resume", str(split / "last.pt"), "--epochs", "2"]) == 0
+    rows = _rows(whole)
+    assert [r["epoch"] for r in rows if r["kind"] == "dev"] == [1, 2]
+    assert _rows(split) == rows
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
 from g2p.decoding import DecodeOptions
@@ -56,10 +57,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then inverse-square-root decay (paper, sec. 5.3)."""
+# -------------------------------------------------------------------------------------------------
+# The learning-rate schedule
+# -------------------------------------------------------------------------------------------------
+def lr_factor(step: int, warmup_steps: int) -> float:
+    """What ``--lr`` is multiplied by at update ``step`` (counted from 1): a linear warm-up over ``warmup_steps``,
+    then inverse-square-root decay (paper, sec. 5.3)."""
     step = max(step, 1)
-    return cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+    return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of update ``step``."""
+    return cfg.lr * lr_factor(step, cfg.warmup_steps)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, done_steps: int) -> LambdaLR:
+    """The schedule of a run that has made ``done_steps`` updates: it sets the optimiser's learning rate to
+    :func:`lr_at` of the next update now, and of the one after at each ``step()``.
+
+    It is rebuilt from the step count alone (a last.pt stores no schedule state), so a resumed run goes on where
+    it stopped, whatever the optimiser state it loaded says, and ``--lr`` / ``--warmup-steps`` given on resume
+    apply from the next update."""
+    for param_group in opt.param_groups:
+        param_group["initial_lr"] = cfg.lr
+    return LambdaLR(opt, lambda done: lr_factor(done + 1, cfg.warmup_steps), last_epoch=done_steps - 1)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -237,6 +259,7 @@ def train(
     elif init is not None:
         model.load_state_dict(init["model"])
         step = int(init["step"])
+    sched = lr_schedule(opt, cfg, step)
     # every process starts from the same weights, optimiser and RNG state; DDP averages the gradients
     net = model if ddp is None else ddp.wrap(model)
     procs = "" if ddp is None else f" x {ddp.world_size} processes"
@@ -296,8 +319,7 @@ def train(
         for item in bar:
             batch = item if ddp is None else item.batch
             step += 1
-            for group_ in opt.param_groups:
-                group_["lr"] = lr_at(step, cfg)
+            lr = float(sched.get_last_lr()[0])
             src, src_mask, tgt_in, tgt_out = (
                 t.to(device, non_blocking=True) for t in (batch.src, batch.src_mask, batch.tgt_in, batch.tgt_out)
             )
@@ -328,6 +350,7 @@ def train(
             grad_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
+            sched.step()
 
             # progress and metrics are side effects
             if ddp is None:
@@ -341,14 +364,14 @@ def train(
                     loss_sum = ddp.sum(torch.as_tensor(loss_sum))
                 mean_loss = float(loss_sum) / loss_n
                 tps = tokens_seen / max(time.monotonic() - t0, 1e-9)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr_at(step, cfg):.2e}", tok_s=f"{tps:.0f}")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
                 log(
                     {
                         "kind": "train",
                         "step": step,
                         "epoch": epoch + 1,
                         "loss": mean_loss,
-                        "lr": lr_at(step, cfg),
+                        "lr": lr,
                         "tokens_per_s": tps,
                     }
                 )
