@@ -12,7 +12,7 @@ import queue
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NoReturn
@@ -35,7 +35,6 @@ from service.runtime import ModelVersion
 from service.settings import Settings
 from service.text import ALPHABETS, UserLexicon, check_texts, overrides_of, to_proto
 from service.text import model_options as text_model_options
-from service.text import phonemize as phonemize_texts
 from service.validation import InvalidArgument, check_inputs, decode_options
 
 log = logging.getLogger("g2p.service")
@@ -156,11 +155,11 @@ def pronounce_texts(
     """The text front end for one request: its unknown words go through the engine as one job (batched with
     other requests' work), within the RPC's deadline."""
 
-    def model_fn(words: list[str]) -> list[tuple[tuple[str, ...], float]]:
-        job = Job(model, words, text_model_options(model.max_output_tokens))
+    def model_fn(words: Sequence[str]) -> list[tuple[tuple[str, ...], float]]:
+        job = Job(model, list(words), text_model_options(model.max_output_tokens))
         return [(r[0].phonemes, r[0].score) for r in run_job(engine, job, context)]
 
-    results = phonemize_texts(model.phonemizer, texts, user.current(), overrides, model_fn)
+    results = model.phonemizer.phonemize(texts, overrides, model_fn, user.current())
     engine.metrics.count_text(results, len(model.phonemizer.cache))
     return results
 
@@ -258,7 +257,8 @@ class G2PServicer(pb_grpc.G2PServicer):
         alphabet = ALPHABETS.get(request.options.alphabet)
         if alphabet is None:
             raise InvalidArgument(f"options.alphabet: unknown value {request.options.alphabet}")
-        overrides = overrides_of(dict(request.options.lexicon), model.tokenizers.phoneme_inventory())
+        entries = request.options.lexicon
+        overrides = overrides_of(dict(entries), model.tokenizers.phoneme_inventory()) if entries else {}
         results = pronounce_texts(self.engine, model, texts, overrides, self.user_lexicon, context)
         return pb.PhonemizeResponse(
             results=[to_proto(r, alphabet) for r in results], model=model.name, model_version=model.version

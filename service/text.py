@@ -7,15 +7,17 @@ unknown words of a request through the engine (batched with every other request'
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from g2p.decoding import DecodeOptions
 from g2p.lexicon import Lexicon, LexiconError, read_user_lexicon
-from g2p.text.phonemizer import Alphabet, ModelAnswer, Phonemizer, TextPron, render, validate_overrides
+from g2p.text.phonemizer import Alphabet, TextPron, render, validate_overrides
+from g2p.text.tokens import token_reason
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.validation import InvalidArgument
 
@@ -109,38 +111,33 @@ def overrides_of(entries: dict[str, str], inventory: Sequence[str]) -> dict[str,
         raise InvalidArgument(f"options.lexicon: {exc}") from None
 
 
-def phonemize(
-    phonemizer: Phonemizer,
-    texts: Sequence[str],
-    user: Lexicon,
-    overrides: dict[str, tuple[tuple[str, ...], ...]],
-    model: Callable[[list[str]], list[ModelAnswer]],
-) -> list[TextPron]:
-    return phonemizer.phonemize(texts, overrides, lambda words: model(list(words)), user)
-
-
 def model_options(max_len: int) -> DecodeOptions:
     """How the front end asks the model: greedy, the bundle's output limit."""
     return DecodeOptions(beam_size=1, max_len=max_len)
 
 
 def to_proto(result: TextPron, alphabet: Alphabet) -> pb.TextResult:
+    """One text's result as its message: from the result's compact rows (no Token objects made); ARPAbet rendered
+    in place, empty fields left unset (the same message)."""
     out = pb.TextResult(phonemes=result.phonemes(alphabet))
-    for t in result.tokens:
-        token = out.tokens.add(
-            text=t.token.text,
-            start=t.token.start,
-            end=t.token.end,
-            kind=KINDS[t.token.kind],
-            skip_reason=t.token.reason,
-        )
-        for w in t.words:
-            word = token.words.add(
-                word=w.word,
-                phonemes=render(w.phonemes, alphabet),
-                source=SOURCES[w.source],
-                alternatives=[render(a, alphabet) for a in w.alternatives],
-            )
+    add_token = out.tokens.add
+    show = " ".join if alphabet == "arpabet" else functools.partial(render, alphabet=alphabet)
+    for text, start, end, kind, _, words in result.rows:
+        if kind == "skipped":
+            token = add_token(text=text, start=start, end=end, kind=KINDS[kind], skip_reason=token_reason(text, kind))
+        else:
+            token = add_token(text=text, start=start, end=end, kind=KINDS[kind])
+        if not words:
+            continue
+        add_word = token.words.add
+        for w in words:
+            if w.alternatives:
+                alternatives = [show(a) for a in w.alternatives]
+                word = add_word(
+                    word=w.word, phonemes=show(w.phonemes), source=SOURCES[w.source], alternatives=alternatives
+                )
+            else:
+                word = add_word(word=w.word, phonemes=show(w.phonemes), source=SOURCES[w.source])
             if w.score is not None:
                 word.score = w.score
     return out

@@ -216,3 +216,17 @@ def test_client_text_mode(server, capsys, monkeypatch):
     }  # fmt: skip
     assert main(["--text", "a" * 201, *target]) == 1
     assert "max_text_chars" in capsys.readouterr().err
+
+
+def test_text_words_are_counted_by_source_and_cache_hits_per_occurrence():
+    from g2p.text.phonemizer import Phonemizer
+    from service.metrics import Metrics
+
+    g = Phonemizer({"hello": (("HH", "AH0"),)}, lambda words: [(("Z",), -1.0) for _ in words], max_word_chars=20)
+    g("zz")  # cached from now on
+    m = Metrics()
+    m.count_text(g.phonemize(["hello zz zz", "Hello qq!"]), cache_size=5)
+    assert {s: m.text_words.labels(s)._value.get() for s in ("lexicon", "model", "user")} == {
+        "lexicon": 2, "model": 3, "user": 0
+    }  # fmt: skip
+    assert m.model_cache_hits._value.get() == 2 and m.model_cache_size._value.get() == 5

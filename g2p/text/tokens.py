@@ -358,4 +358,9 @@ def scan(text: str, known: Known = _never_known) -> list[Row]:
 def tokenize(text: str, known: Known = _never_known) -> list[Token]:
     """``text`` as tokens in order; ``known(word)`` (lowercase) says whether the lexicon has a word (an unknown
     all-caps word of 2-5 letters is spelled). Never raises on any ``str``; see the module docstring."""
-    return [Token(*row, skip_reason(row[0]) if row[3] == "skipped" else "") for row in scan(text, known)]
+    return [Token(*row, token_reason(row[0], row[3])) for row in scan(text, known)]
+
+
+def token_reason(text: str, kind: str) -> str:
+    """A token's ``reason``: why it is skipped (kind "skipped"), else ""."""
+    return skip_reason(text) if kind == "skipped" else ""
