@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import OPSET, check_graph, specs_for
-from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GREEDY
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GREEDY, ROWS_STEP
 from training.model import Transformer
 
 MS = "com.microsoft"
@@ -190,11 +190,14 @@ class _Builder:
         cross: list[tuple[str, str]],
         cross_mask: dict[str, str],
         position: str | None = None,
+        self_mask: dict[str, str] | None = None,
     ) -> tuple[str, list[tuple[str, str]]]:
         """Logits of new target ids given each layer's past self-attention keys/values (B, H, P, Dh) (None: no
         past) and cross keys/values (B, H, S, Dh); returns the logits and each layer's grown cache.
         ``cross_mask``: the cross-attention's mask input by name (``key_padding_mask`` or ``attention_bias``).
-        ``position``: the (1,) absolute position of a single new token per row, when the caller knows it."""
+        ``position``: the absolute position of a single new token per row, when the caller knows it: (1,) for
+        every row, or (B, 1) each row its own. ``self_mask``: the self-attention's mask input by name (a single
+        new token per row attends to its valid cache slots; without it, every cached position and causal)."""
         c = self.cfg
         offset = None if past is None or position is not None else self.shape_dim(past[0][0], 2)
         x = self.embed(ids, "tgt_embed", offset, position)
@@ -207,7 +210,7 @@ class _Builder:
             i = int(block.split(".")[1])
             layer = f"decoder_layers.{i}"
             if block.endswith("res_self"):
-                extra = {"causal": "1", "present": "1"}
+                extra = {"causal": "1", "present": "1"} if self_mask is None else {"present": "1", **self_mask}
                 if past is not None:
                     extra |= {"past_key": past[i][0], "past_value": past[i][1]}
                 out, pk, pv = self.mha(f"{layer}.self_attn", h, None, **extra)
@@ -260,6 +263,33 @@ class _Builder:
         cross = list(zip(self.per_layer("cross_k"), self.per_layer("cross_v"), strict=True))
         logits, present = self.decoder_stack("tgt_ids", past, cross, {"key_padding_mask": mask})
         g.rename_output(logits, "logits")
+        self.stack_present(present)
+
+    def rows_step(self) -> None:
+        """One decoder step for rows at different positions (continuous batching): each row feeds one token at
+        its own ``positions`` entry and attends to the cache slots ``past_mask`` marks valid, plus its new one
+        (rows that joined the batch later hold masked slots on the left). Otherwise the decoder step's graph: the
+        stacked (L, B, H, ., Dh) caches in and out."""
+        g = self.g
+        mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
+        new_slot = g.op1(
+            "Expand", [g.const("true11", np.ones((1, 1), bool)), g.op1("Shape", ["tgt_ids"])]
+        )  # (B, 1): the new token's own slot
+        valid = g.op1("Concat", ["past_mask", new_slot], axis=1)  # (B, P + 1)
+        where = g.op1("Where", [valid, g.const("zero_f", np.zeros((), np.float32)),
+                                g.const("mask_filter", np.array(MASK_FILTER, np.float32))])  # fmt: skip
+        bias = g.op1("Unsqueeze", [where, g.const("axes12", np.array([1, 2], np.int64))])  # (B, 1, 1, P + 1)
+        past = list(zip(self.per_layer("past_k"), self.per_layer("past_v"), strict=True))
+        cross = list(zip(self.per_layer("cross_k"), self.per_layer("cross_v"), strict=True))
+        logits, present = self.decoder_stack(
+            "tgt_ids", past, cross, {"key_padding_mask": mask}, "positions", {"attention_bias": bias}
+        )
+        g.rename_output(logits, "logits")
+        self.stack_present(present)
+
+    def stack_present(self, present: list[tuple[str, str]]) -> None:
+        """Each layer's grown cache -> the graph outputs ``present_k`` / ``present_v`` (L, B, H, T, Dh)."""
+        g, n = self.g, self.cfg.n_decoder_layers
         for name, values in (("present_k", [k for k, _ in present]), ("present_v", [v for _, v in present])):
             zero = g.const("zero1", np.zeros(1, np.int64))
             stacked_out = [g.op1("Unsqueeze", [v, zero]) for v in values]
@@ -403,20 +433,22 @@ class _Builder:
 
 
 def build_fused_graphs(model: Transformer, out_dir: Path, prefix: str = "fused_") -> dict[str, Path]:
-    """Write the fused encoder, decoder, decoder step and greedy graphs of ``model`` into ``out_dir``; each is
-    checked against its spec (names, types, dynamic axes), then by the caller's parity gates.
+    """Write the fused encoder, decoder, decoder step, greedy and rows-step graphs of ``model`` into ``out_dir``;
+    each is checked against its spec (names, types, dynamic axes), then by the caller's parity gates.
 
-    The four graphs hold the same weights under the same names: each weight is stored once, in
+    The graphs hold the same weights under the same names: each weight is stored once, in
     ``<prefix>weights.bin`` (ONNX external data), which every graph references.
     """
     specs = specs_for(model)
     models = {}
-    for name in (ENCODER, DECODER, DECODER_STEP, GREEDY):
+    for name in (ENCODER, DECODER, DECODER_STEP, GREEDY, ROWS_STEP):
         b = _Builder(model.eval())
         if name == ENCODER:
             b.encoder()
         elif name == GREEDY:
             b.greedy()
+        elif name == ROWS_STEP:
+            b.rows_step()
         else:
             b.decoder(first=name == DECODER)
         spec = specs[name]

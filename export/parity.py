@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from g2p.bundle import DECODER, DECODER_STEP, ENCODER, DecodeCheck, OutputDiff, TensorCheck
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, ROWS_STEP, DecodeCheck, OutputDiff, TensorCheck
 from g2p.decoding import Backend, DecodeOptions
 from g2p.ort_backend import CPU, make_session
 from g2p.pipeline import transcribe
@@ -96,6 +96,61 @@ def tensor_checks(
                         {"tgt_ids": tgt, "past_k": pk, "past_v": pv, "cross_k": ck, "cross_v": cv, "src_mask": mask},
                         {"logits": logits, "present_k": nk, "present_v": nv},
                     )
+    return checks
+
+
+ROWS_BATCHES = (1, 5, 16)
+ROWS_MAX_PAST = 7
+
+
+def rows_step_checks(model: Transformer, path: Path, atol: float, rtol: float) -> list[TensorCheck]:
+    """The rows-step graph vs PyTorch with every row at its own position: row r has a cache of ``p_r`` real
+    positions (0 to ``ROWS_MAX_PAST``, a newcomer has none), right-aligned in the batch's ``P`` slots, the slots
+    to their left masked and holding noise (what a finished or earlier row left there). Each row's logits must
+    equal PyTorch decoding that row alone; its new cache slot too, and the other slots come back as they went in."""
+    model = model.eval()
+    session = make_session(path, [CPU])
+    g = torch.Generator().manual_seed(2)
+    c = model.cfg
+    checks: list[TensorCheck] = []
+    with torch.no_grad():
+        for batch in ROWS_BATCHES:
+            for s in source_lengths(c.max_source_len)[1:4]:
+                src, mask = _random_sources(model, batch, s, g)
+                ck, cv = model.cross_kv(model.encode(src, mask))
+                lengths = torch.randint(0, ROWS_MAX_PAST + 1, (batch,), generator=g)
+                lengths[0] = ROWS_MAX_PAST
+                width = int(lengths.max())
+                shape = (c.n_decoder_layers, batch, c.n_heads, width, c.head_dim)
+                past_k, past_v = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+                past_mask = torch.zeros(batch, width, dtype=torch.bool)
+                tgt = torch.randint(4, c.tgt_vocab_size, (batch, 1), generator=g)
+                logits = torch.zeros(batch, 1, c.tgt_vocab_size)
+                new_k, new_v = torch.zeros((*shape[:3], 1, shape[4])), torch.zeros((*shape[:3], 1, shape[4]))
+                for r in range(batch):
+                    p, one = int(lengths[r]), slice(r, r + 1)
+                    pk = pv = None
+                    if p:
+                        prefix = torch.randint(4, c.tgt_vocab_size, (1, p), generator=g)
+                        _, pk, pv = model.decode(prefix, ck[:, one], cv[:, one], mask[one])
+                        past_k[:, r, :, width - p :], past_v[:, r, :, width - p :] = pk[:, 0], pv[:, 0]
+                        past_mask[r, width - p :] = True
+                    out, nk, nv = model.decode(tgt[one], ck[:, one], cv[:, one], mask[one], pk, pv)
+                    logits[r], new_k[:, r], new_v[:, r] = out[0], nk[:, 0, :, -1:], nv[:, 0, :, -1:]
+                feeds = {"tgt_ids": tgt, "positions": lengths[:, None], "past_k": past_k, "past_v": past_v,
+                         "past_mask": past_mask, "cross_k": ck, "cross_v": cv, "src_mask": mask}  # fmt: skip
+                expected = {"logits": logits, "present_k": torch.cat([past_k, new_k], 3),
+                            "present_v": torch.cat([past_v, new_v], 3)}  # fmt: skip
+                got = session.run(list(expected), {k: v.numpy() for k, v in feeds.items()})
+                results = {n: diff(o, expected[n].numpy(), atol, rtol) for n, o in zip(expected, got, strict=True)}
+                checks.append(
+                    TensorCheck(
+                        graph=ROWS_STEP,
+                        case=f"batch={batch} src_len={s} past_lens={lengths.tolist()}",
+                        ok=all(ok for ok, _ in results.values()),
+                        outputs={n: d for n, (_, d) in results.items()},
+                    )
+                )
     return checks
 
 

@@ -32,8 +32,8 @@ import onnxruntime as ort
 
 from export.graphs import check_graph
 from export.options import ExportOptions, held_out_words
-from export.parity import decode_check, tensor_checks
-from g2p.bundle import DECODER_STEP, GRAPH_NAMES, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
+from export.parity import decode_check, rows_step_checks, tensor_checks
+from g2p.bundle import DECODER_STEP, GRAPH_NAMES, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
 from g2p.lexicon import read_test_split
 from g2p.metrics import error_rates
@@ -99,6 +99,7 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
     staging, manifest, opts, log, cfg = ctx.staging, ctx.manifest, ctx.opts, ctx.log, ctx.model.cfg
     paths = build_fused_graphs(ctx.model, staging, prefix="fused_")
     tensors = tensor_checks(ctx.model, {g: paths[g] for g in GRAPH_NAMES}, opts.atol, opts.rtol)
+    tensors += rows_step_checks(ctx.model, paths[ROWS_STEP], opts.atol, opts.rtol)
     for c in tensors:
         c.graph = f"fused_{c.graph}"
     worst = max((d.max_abs for c in tensors for d in c.outputs.values()), default=0.0)

@@ -65,9 +65,13 @@ class GraphSpec(BaseModel):
 
 
 ENCODER, DECODER, DECODER_STEP, GREEDY = "encoder", "decoder", "decoder_step", "greedy"
+ROWS_STEP = "rows_step"
 GRAPH_NAMES = (ENCODER, DECODER, DECODER_STEP)
 """The graphs every variant has."""
-OPTIONAL_GRAPHS = (GREEDY,)
+OPTIONAL_GRAPHS = (GREEDY, ROWS_STEP)
+"""``greedy``: a whole batch decoded in one run. ``rows_step``: one decoder step where each row has its own position
+and a mask over its cache slots (rows that joined the batch later hold masked slots): what continuous batching
+runs."""
 
 
 def graph_specs(
@@ -108,6 +112,24 @@ def graph_specs(
                 src_mask,
             ],
             outputs=[logits, cache("present_k", "past_len + tgt_len"), cache("present_v", "past_len + tgt_len")],
+        ),
+        ROWS_STEP: GraphSpec(
+            name=ROWS_STEP,
+            inputs=[
+                TensorSpec(name="tgt_ids", dtype="int64", shape=["batch", 1]),
+                TensorSpec(name="positions", dtype="int64", shape=["batch", 1]),
+                cache("past_k", "past_len"),
+                cache("past_v", "past_len"),
+                TensorSpec(name="past_mask", dtype="bool", shape=["batch", "past_len"]),
+                cache("cross_k", "src_len"),
+                cache("cross_v", "src_len"),
+                src_mask,
+            ],
+            outputs=[
+                TensorSpec(name="logits", dtype=f, shape=["batch", 1, vocab]),
+                cache("present_k", "past_len + 1"),
+                cache("present_v", "past_len + 1"),
+            ],
         ),
         GREEDY: GraphSpec(
             name=GREEDY,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,6 +18,10 @@ class Pronunciation:
     logprob: float
     score: float
     finished: bool
+
+
+def pronunciation(tok: G2PTokenizers, h: Hypothesis) -> Pronunciation:
+    return Pronunciation(tuple(tok.decode_target(h.tokens)), h.logprob, h.score, h.finished)
 
 
 def _decode_chunk(
@@ -37,10 +42,7 @@ def _decode_chunk(
         None if on_token is None else (lambda row, t: on_token(chunk[row], t)),
         None if alive is None else (lambda row: alive(chunk[row])),
     )
-    return [
-        [Pronunciation(tuple(tok.decode_target(h.tokens)), h.logprob, h.score, h.finished) for h in nbest]
-        for nbest in hyps
-    ]
+    return [[pronunciation(tok, h) for h in nbest] for nbest in hyps]
 
 
 def _chunks(tok: G2PTokenizers, words: Sequence[str], batch_size: int) -> tuple[list[list[int]], list[list[int]]]:
@@ -102,6 +104,15 @@ class ParallelTranscriber:
         self._closed = True
         self._pool.shutdown(wait=False)
 
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Backend]:
+        """A free backend for the caller's exclusive use until the block ends (waits for one)."""
+        backend = self._free.get()
+        try:
+            yield backend
+        finally:
+            self._free.put(backend)
+
     def transcribe(
         self,
         tok: G2PTokenizers,
@@ -114,11 +125,8 @@ class ParallelTranscriber:
         ids, chunks = _chunks(tok, words, batch_size)
 
         def work(chunk: list[int]) -> list[list[Pronunciation]]:
-            backend = self._free.get()
-            try:
+            with self.borrow() as backend:
                 return _decode_chunk(backend, tok, ids, chunk, options, on_token, alive)
-            finally:
-                self._free.put(backend)
 
         results: list[list[Pronunciation]] = [[] for _ in words]
         # one chunk: nothing to spread, decode here on a free backend

@@ -43,8 +43,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from g2p.continuous import RowBatch
 from g2p.decoding import DecodeOptions
-from g2p.pipeline import Pronunciation
+from g2p.pipeline import Pronunciation, pronunciation
 from service.metrics import Metrics
 from service.runtime import ModelVersion
 
@@ -59,6 +60,9 @@ IDLE_RELEASE_S = 1.0
 """A worker that found no work for this long after some hands the C heap's free memory back (``malloc_trim``)."""
 RELEASE_AFTER_BYTES = 64 * 1024 * 1024
 """A batch estimated at this or more hands its freed memory back to the system (``malloc_trim``) when done."""
+
+
+SCHEDULING = ("continuous", "batch")
 
 
 class QueueFull(RuntimeError):
@@ -149,8 +153,14 @@ class Engine:
         metrics: Metrics,
         workers: int = 1,
         memory_share: int = 0,
+        scheduling: str = "continuous",
     ) -> None:
-        """``memory_share``: estimated bytes one batch may take (``batch_bytes``); 0 = unbounded."""
+        """``memory_share``: estimated bytes one batch may take (``batch_bytes``); 0 = unbounded.
+        ``scheduling``: ``continuous`` (greedy words join and leave a running batch step by step, where the model
+        has the graph for it) or ``batch`` (every job waits for a batch of its own)."""
+        if scheduling not in SCHEDULING:
+            raise ValueError(f"scheduling must be one of {SCHEDULING}, got {scheduling!r}")
+        self.continuous = scheduling == "continuous"
         self.max_batch_size = max_batch_size
         self.memory_share = memory_share
         self.max_delay = max_queue_delay_s
@@ -262,7 +272,8 @@ class Engine:
             longest = max(map(len, first.words), default=0)
             # wait for company only under load (jobs queued, or the last batch was shared): a lone request
             # starts at once instead of paying max_queue_delay for nothing
-            delay = self.max_delay if (self._queue or self._last_jobs > 1) and first.work is None else 0.0
+            under_load = self._queue or self._last_jobs > 1
+            delay = self.max_delay if under_load and first.work is None and not self._joins_rows(first) else 0.0
             until = time.monotonic() + delay
             while n < self.max_batch_size and first.work is None:
                 fits = [j for j in self._queue if j.key == first.key and n + len(j.words) <= self.max_batch_size]
@@ -291,7 +302,18 @@ class Engine:
             batch = self._take_batch()
             if batch is None:
                 return
-            self._settle(batch, self._run)
+            self._settle(batch, self._run_rows if self._joins_rows(batch[0]) else self._run)
+
+    def _joins_rows(self, job: Job) -> bool:
+        """Whether ``job`` is decoded by continuous batching: greedy words, not streamed, on a model with the
+        graph for it (``g2p.continuous``), when the engine schedules that way."""
+        return (
+            self.continuous
+            and job.work is None
+            and job.on_token is None
+            and job.options.beam_size == 1
+            and job.model.rows_capable
+        )
 
     def _settle(self, batch: list[Job], work: Callable[[list[Job]], None]) -> None:
         """Run ``work`` on a batch counted in ``_busy``; a failure fails the batch's unsettled jobs, never the
@@ -310,19 +332,64 @@ class Engine:
                 if not self._accepting:  # only drain() waits for _busy; idle workers wait for jobs, not for this
                     self._cv.notify_all()
 
-    def _run(self, batch: list[Job]) -> None:
-        """Drop the batch's dead jobs, then decode the others."""
+    def _start(self, jobs: list[Job]) -> list[Job]:
+        """Drop the dead jobs among ``jobs`` (counted); the others are marked running, their queue time observed."""
         now = time.monotonic()
         live: list[Job] = []
-        for job in batch:
+        for job in jobs:
             if not self._dropped(job, "while queued") and job.future.set_running_or_notify_cancel():
                 self.metrics.queue_time.observe(now - job.enqueued)
                 live.append(job)
+        return live
+
+    def _run(self, batch: list[Job]) -> None:
+        """Drop the batch's dead jobs, then decode the others."""
+        live = self._start(batch)
         if live and live[0].work is not None:  # a tensor job: alone in its batch (its own key)
             for job in live:
                 job.future.set_result(job.work())  # type: ignore[misc]
         elif live:
             self._decode(live)
+
+    def _run_rows(self, batch: list[Job]) -> None:
+        """Continuous batching on one of the model's backends: the batch's words and those of greedy jobs for the
+        same model queued meanwhile join a running ``RowBatch`` at its next step, while it has free rows, and
+        leave it as they end; a job is settled when its last word ends. Jobs are pulled only while rows are free
+        (the rest stay queued for other workers), and no longer once the oldest queued job cannot join (a beam or
+        streaming job, another model): the session then ends with its last row and that job is next.
+        Jobs pulled are appended to ``batch``: a failure fails them too (see ``_settle``)."""
+        live = self._start(batch)
+        if not live:
+            return
+        model = live[0].model
+        with model.parallel.borrow() as backend:
+            session = _RowSession(self, model, RowBatch(backend))  # type: ignore[arg-type]
+            session.join(live)
+            while session.busy:
+                pulled = self._pull_rows(model, session.wanted())
+                batch.extend(pulled)
+                session.join(self._start(pulled))
+                session.step()
+        with self._cv:
+            self._last_jobs = session.most_jobs
+
+    def _pull_rows(self, model: ModelVersion, wanted: int) -> list[Job]:
+        """Queued jobs that can join a row session of ``model``, oldest first, up to about ``wanted`` words
+        (always one job when ``wanted`` > 0); none once the oldest queued job cannot join."""
+        if wanted <= 0:
+            return []
+        with self._cv:
+            pulled: list[Job] = []
+            words = 0
+            while self._queue and words < wanted:
+                job = self._queue[0]
+                if job.model is not model or not self._joins_rows(job):
+                    break
+                pulled.append(self._queue.popleft())
+                words += len(job.words)
+            if pulled:
+                self.metrics.queue_depth.set(len(self._queue))
+            return pulled
 
     def _chunks(self, model: ModelVersion, words: list[str], options: DecodeOptions) -> list[list[int]]:
         """The batch's word indices: all of them, or, when the batch's estimate is over the memory share, chunks
@@ -397,3 +464,87 @@ class Engine:
             start += len(job.words)
             if not self._dropped(job, "while decoding"):
                 job.future.set_result(part)
+
+
+class _RowSession:
+    """The jobs of one continuous-batching run (``Engine._run_rows``): their words waiting for a row, the rows
+    decoding, the results gathered per job."""
+
+    def __init__(self, engine: Engine, model: ModelVersion, rows: RowBatch) -> None:
+        self.engine, self.model, self.rows = engine, model, rows
+        self.waiting: dict[Job, deque[int]] = {}  # word indices not yet in a row, per job, oldest job first
+        self.results: dict[Job, list[list[Pronunciation]]] = {}
+        self.left: dict[Job, int] = {}  # words not ended yet
+        self.most_jobs = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.left)
+
+    def wanted(self) -> int:
+        """Words the running batch could take now beyond those already waiting."""
+        free = self.engine.max_batch_size - self.rows.live
+        return free - sum(map(len, self.waiting.values()))
+
+    def join(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if not job.words:
+                job.future.set_result([])
+                continue
+            self.waiting[job] = deque(range(len(job.words)))
+            self.results[job] = [[] for _ in job.words]
+            self.left[job] = len(job.words)
+        self.most_jobs = max(self.most_jobs, len(self.left))
+
+    def step(self) -> None:
+        """Drop dead jobs, admit waiting words round-robin over the jobs while rows are free, run one step."""
+        for job in [j for j in self.left if not j.alive()]:
+            self._drop(job)
+        ended = self._admit()
+        if self.rows.live:
+            self.engine.metrics.batch_size.observe(self.rows.live)
+            ended += self.rows.step()
+        for e in ended:
+            job, i = e.key  # type: ignore[misc]
+            if job in self.left:
+                self._ended(job, i, [pronunciation(self.model.tokenizers, e.hypothesis)])
+
+    def _admit(self) -> list:  # type: ignore[type-arg]
+        free = self.engine.max_batch_size - self.rows.live
+        keys: list[tuple[Job, int]] = []
+        while free > len(keys) and self.waiting:
+            for job in list(self.waiting):  # one word of each job per round: a short job gets in at once
+                queue = self.waiting[job]
+                keys.append((job, queue.popleft()))
+                if not queue:
+                    del self.waiting[job]
+                if len(keys) >= free:
+                    break
+        if not keys:
+            return []
+        by_options: dict[DecodeOptions, list[tuple[Job, int]]] = {}
+        for key in keys:
+            by_options.setdefault(key[0].options, []).append(key)
+        ended = []
+        tok = self.model.tokenizers
+        for options, group in by_options.items():
+            ids = tok.encode_source([job.words[i] for job, i in group])
+            ended += self.rows.add(group, ids, options)
+        return ended
+
+    def _ended(self, job: Job, i: int, result: list[Pronunciation]) -> None:
+        self.results[job][i] = result
+        self.left[job] -= 1
+        if self.left[job] == 0:
+            del self.left[job]
+            results = self.results.pop(job)
+            self.engine.metrics.tokens.inc(sum(len(r[0].phonemes) + 1 for r in results if r))
+            if not self.engine._dropped(job, "while decoding"):
+                job.future.set_result(results)
+
+    def _drop(self, job: Job) -> None:
+        self.rows.drop([(job, i) for i in range(len(job.words))])
+        self.waiting.pop(job, None)
+        self.left.pop(job, None)
+        self.results.pop(job, None)
+        self.engine._dropped(job, "while decoding")

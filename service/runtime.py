@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from g2p.bundle import ENCODER, BundleError, Manifest, bundle_file, verify_bundle
+from g2p.continuous import supports_rows
 from g2p.decoding import DecodeOptions
 from g2p.lexicon import read_lexicon_file
 from g2p.ort_backend import CPU, CUDA, OrtBackend, Provider, SessionConfig, ort_replicas, provider_name
@@ -91,6 +92,11 @@ class ModelVersion:
         """The text front end over this version's dictionary (``text_front_end``)."""
         ph: Phonemizer = self.extra["phonemizer"]
         return ph
+
+    @property
+    def rows_capable(self) -> bool:
+        """Whether this version's variant can decode by continuous batching (it has the ``rows_step`` graph)."""
+        return supports_rows(self.backend)
 
     @property
     def max_output_tokens(self) -> int:

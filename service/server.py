@@ -116,6 +116,7 @@ class G2PServer:
             self.metrics,
             s.decode_workers(gpu),
             memory_share=self.memory_share(model, gpu),
+            scheduling=s.scheduling,
         )
         # more threads than the engine admits requests: no RPC waits for a thread unseen, and gRPC's own limit
         # (uncounted) never refuses before the engine's queue does (RESOURCE_EXHAUSTED, counted)

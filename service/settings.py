@@ -147,6 +147,12 @@ class Settings(BaseSettings):
 
     # batching
     max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")
+    scheduling: Literal["continuous", "batch"] = Field(
+        "continuous",
+        description="continuous: greedy words join a running batch at its next decoder step and leave it when "
+        "done (a short request never waits for a long batch; needs the bundle's rows_step graph, else batch); "
+        "batch: each batch runs to its end, then the next starts (beam search and streaming always do)",
+    )
     max_queue_delay_ms: float = Field(
         2.0, ge=0.0, le=10_000, description="how long a batch may wait for more requests while others decode"
     )

@@ -15,7 +15,10 @@ from service.metrics import Metrics
 
 
 class FakeModel:
-    """Decodes a word to its letters; blocks while ``gate`` is clear; records every batch."""
+    """Decodes a word to its letters; blocks while ``gate`` is clear; records every batch. (Per-batch scheduling:
+    continuous batching needs a real model's graphs, see tests/test_continuous.py.)"""
+
+    rows_capable = False
 
     def __init__(self) -> None:
         self.gate = threading.Event()
