@@ -156,3 +156,18 @@ def test_results_build_their_tokens_on_demand_and_stay_immutable():
     assert r.tokens[6].token.kind == "skipped" and "U+1F600" in r.tokens[6].token.reason
     with pytest.raises(FrozenInstanceError):
         r.text = "other"  # type: ignore[misc]
+
+
+def test_from_bundle_decodes_batches_of_texts_on_its_multithreaded_session_with_the_same_answers():
+    from conftest import ROOT
+
+    from g2p.text.phonemizer import MANY_WORDS
+
+    g = Phonemizer.from_bundle(ROOT / "models" / "g2p" / "1")
+    assert g.model is not None
+    words = [f"zorb{'a' * i}lex" for i in range(MANY_WORDS + 4)]
+    together = g.model(words)  # the multi-threaded session, made now
+    alone = [g.model([w])[0] for w in words]  # the 1-thread session
+    assert [p for p, _ in together] == [p for p, _ in alone]
+    texts = [f"The {w} walked." for w in words]
+    assert [r.phonemes() for r in g(texts)] == [g(t).phonemes() for t in texts]

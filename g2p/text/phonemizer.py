@@ -41,6 +41,10 @@ LETTER_NAMES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 """A single letter spelled out (in an initialism, a URL, "3 p.m.") is its name, not the word ("a" -> EY1, not AH0)."""
 
+MANY_WORDS = 16
+"""A model call of this many words or more (a batch of texts) decodes on :meth:`Phonemizer.from_bundle`'s
+multi-threaded session; fewer (one text's unknown words: 1.7 on average on the fortunes) on one thread."""
+
 ModelAnswer = tuple[tuple[str, ...], float]
 ModelFn = Callable[[Sequence[str]], Sequence[ModelAnswer]]
 """Distinct words -> (phonemes, score) of each, in order: the model's best hypothesis."""
@@ -263,15 +267,19 @@ class Phonemizer:
 
     @classmethod
     def from_bundle(
-        cls, path: str | Path, variant: str = "auto", threads: int = 1, spinning: bool = False
+        cls, path: str | Path, variant: str = "auto", threads: int = 2, spinning: bool = False
     ) -> Phonemizer:
         """In process, on ONNX Runtime's CPU provider: the bundle's lexicon (if it has one) and model.
 
-        By default the model's sessions are the server's per-worker ones: 1 intra-op thread, no busy-waiting. The
-        model sees a few words per call (one text's unknown words: 1.7 on average on the fortunes); on 2 shared
-        cores, 2 spinning threads were slower per call and took the CPU the text stages between calls need (A/B
-        in one process, 1,000 fortunes one text per call, 2 cores shared with a training run: 3.1-3.5 s against
-        7.9-9.4 s)."""
+        A call's unknown words decode on a session of 1 intra-op thread (the server's per-worker sessions); a call
+        of at least :data:`MANY_WORDS` words (a batch of texts) on a second session of ``threads`` threads, made on
+        the first such call. ``spinning``: those threads busy-wait between operators (fastest on idle cores, a
+        loss on shared ones). Both sessions give the same answers. Measured on 2 cores shared with a training run
+        (A/B in one process): single-word calls, 1 thread 15.6 ms median vs 2 spinning threads 18.5 (2 not
+        spinning: 17.8); 100-word calls, 266 ms, 452, 271; 1,000 fortunes one text per call, 3.1-3.5 s with 1
+        thread vs 7.9-9.4 s with 2 spinning (their spinning took the CPU the text stages between calls need)."""
+        import threading
+
         from g2p.bundle import verify_bundle
         from g2p.decoding import DecodeOptions
         from g2p.ort_backend import CPU, OrtBackend, SessionConfig
@@ -281,13 +289,25 @@ class Phonemizer:
         d = Path(path)
         manifest = verify_bundle(d)
         name = variant if variant != "auto" else ("fused" if "fused" in manifest.variants else "fp32")
-        config = SessionConfig(intra_op_threads=threads, allow_spinning=spinning)
-        backend = OrtBackend(d, name, [CPU], config=config, manifest=manifest)
+        one = OrtBackend(
+            d, name, [CPU], config=SessionConfig(intra_op_threads=1, allow_spinning=False), manifest=manifest
+        )
+        many: list[OrtBackend] = [] if threads > 1 else [one]
+        made = threading.Lock()
         tok = G2PTokenizers.load(d)
         options = DecodeOptions(beam_size=1, max_len=manifest.limits.max_target_len)
 
+        def backend(n: int) -> OrtBackend:
+            if n < MANY_WORDS:
+                return one
+            with made:
+                if not many:
+                    config = SessionConfig(intra_op_threads=threads, allow_spinning=spinning)
+                    many.append(OrtBackend(d, name, [CPU], config=config, manifest=manifest))
+            return many[0]
+
         def model(words: Sequence[str]) -> list[ModelAnswer]:
-            return [(r[0].phonemes, r[0].score) for r in transcribe(backend, tok, words, options)]
+            return [(r[0].phonemes, r[0].score) for r in transcribe(backend(len(words)), tok, words, options)]
 
         lexicon = read_lexicon_file(d / manifest.lexicon_file) if manifest.lexicon_file else None
         return cls(lexicon, model, manifest.limits.max_word_chars)
