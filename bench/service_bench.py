@@ -48,6 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import finish  # noqa: E402  (bench/: this script's folder)
+
 from g2p.bundle import resolve_bundle, verify_bundle  # noqa: E402
 from g2p.decoding import DecodeOptions  # noqa: E402
 from g2p.lexicon import read_test_split  # noqa: E402
@@ -547,20 +549,11 @@ def main() -> int:
     all_words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
     words = all_words[:: max(len(all_words) // args.words, 1)][: args.words]
     result = summarize(measure(args, binary, words), args, words)
-    text = report(result)
-    print(text)
+    failed = ""
     if result["outputs_different_from_in_process"] or result["errors"]:
-        print(f"FAILED: {result['outputs_different_from_in_process']} outputs over the wire differ from the "
-              f"in-process engine, {result['errors']} errors")  # fmt: skip
-        for m in result["error_messages"]:
-            print(f"  {m}")
-        return 1
-    if args.quick:
-        return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+        failed = "\n  ".join([f"{result['outputs_different_from_in_process']} outputs over the wire differ from the "
+                              f"in-process engine, {result['errors']} errors", *result["error_messages"]])  # fmt: skip
+    return finish(report(result), result, args.out, failed, args.quick)
 
 
 if __name__ == "__main__":
