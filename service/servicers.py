@@ -260,9 +260,10 @@ class G2PServicer(pb_grpc.G2PServicer):
         entries = request.options.lexicon
         overrides = overrides_of(dict(entries), model.tokenizers.phoneme_inventory()) if entries else {}
         results = pronounce_texts(self.engine, model, texts, overrides, self.user_lexicon, context)
-        return pb.PhonemizeResponse(
-            results=[to_proto(r, alphabet) for r in results], model=model.name, model_version=model.version
-        )
+        response = pb.PhonemizeResponse(model=model.name, model_version=model.version)
+        for r in results:
+            to_proto(r, alphabet, response.results.add())
+        return response
 
     @guarded
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:  # noqa: N802

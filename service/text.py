@@ -116,10 +116,11 @@ def model_options(max_len: int) -> DecodeOptions:
     return DecodeOptions(beam_size=1, max_len=max_len)
 
 
-def to_proto(result: TextPron, alphabet: Alphabet) -> pb.TextResult:
-    """One text's result as its message: from the result's compact rows (no Token objects made); ARPAbet rendered
-    in place, empty fields left unset (the same message)."""
-    out = pb.TextResult(phonemes=result.phonemes(alphabet))
+def to_proto(result: TextPron, alphabet: Alphabet, out: pb.TextResult | None = None) -> pb.TextResult:
+    """One text's result as its message (filled into ``out``, e.g. ``response.results.add()``: no copy): from the
+    result's compact rows (no Token objects made); ARPAbet rendered in place, empty fields left unset."""
+    out = pb.TextResult() if out is None else out
+    out.phonemes = result.phonemes(alphabet)
     add_token = out.tokens.add
     show = " ".join if alphabet == "arpabet" else functools.partial(render, alphabet=alphabet)
     for text, start, end, kind, _, words in result.rows:
