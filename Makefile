@@ -63,12 +63,14 @@ bench: $(STAMP) loadgen  ## engines side by side (PyTorch, ONNX Runtime, CTransl
 	$(PY) bench/service_bench.py --server-cpus 0 --client-cpus 1 --out bench/results/service_split
 	$(PY) bench/ort_profile.py
 	$(PY) bench/text_bench.py
+	$(PY) bench/scheduling.py
 
 bench-quick: $(STAMP) loadgen  ## benchmark smoke (CI): every engine and the service run on a few words and agree
 	$(PY) bench/engines.py --quick
 	$(PY) bench/service_bench.py --quick
 	$(PY) bench/text_bench.py --quick
 	$(PY) bench/reliability.py all --quick
+	$(PY) bench/scheduling.py --quick
 	if [ "$$(nproc)" -ge 2 ] && [ -x bench/loadgen/build/loadgen ]; then \
 		$(PY) bench/service_bench.py --quick --server-cpus 0 --client-cpus 1; \
 	else echo "bench-quick: no second CPU or no C++ load generator: the split service run is skipped"; fi

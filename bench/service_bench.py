@@ -175,11 +175,13 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, health: bool) -> None:
     raise SystemExit(f"server on port {port} exited during start-up")
 
 
-def start_server(root: Path, threads: int) -> tuple[subprocess.Popen[bytes], int, float]:
+def start_server(
+    root: Path, threads: int, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, float]:
     port = free_port()
     env = os.environ | {"G2P_PORT": str(port), "G2P_MODEL_REPOSITORY": str(root), "G2P_METRICS_PORT": "-1",
                         "G2P_WORKERS": str(threads), "G2P_INTRA_OP_THREADS": "1",
-                        "G2P_LOG_LEVEL": "WARNING"}  # fmt: skip
+                        "G2P_LOG_LEVEL": "WARNING"} | (extra_env or {})  # fmt: skip
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
     wait_ready(proc, port, health=True)

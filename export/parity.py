@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from g2p.bundle import DECODER, DECODER_STEP, ENCODER, ROWS_STEP, DecodeCheck, OutputDiff, TensorCheck
+from g2p.continuous import decode_joining
 from g2p.decoding import Backend, DecodeOptions
-from g2p.ort_backend import CPU, make_session
+from g2p.ort_backend import CPU, OrtBackend, make_session
 from g2p.pipeline import transcribe
 from g2p.tokenization import G2PTokenizers
 from training.model import Transformer
@@ -167,15 +168,28 @@ def decode_check(
     options = DecodeOptions(beam_size=beam_size, nbest=1, max_len=max_len)
     ref = [r[0].phonemes for r in transcribe(reference, tok, words, options)]
     cand = [r[0].phonemes for r in transcribe(candidate, tok, words, options)]
+    return same_outputs(variant, beam_size, words, ref, cand), cand
+
+
+def same_outputs(
+    variant: str, beam_size: int, words: Sequence[str], ref: list[tuple[str, ...]], cand: list[tuple[str, ...]]
+) -> DecodeCheck:
+    """The verdict of two decodings of ``words``: identical token sequences, with up to 5 differing examples."""
     same = [a == b for a, b in zip(ref, cand, strict=True)]
     rows = zip(words, ref, cand, same, strict=True)
     examples = [f"{w}: reference={' '.join(a)} candidate={' '.join(b)}" for w, a, b, s in rows if not s][:5]
-    check = DecodeCheck(
-        variant=variant,
-        beam_size=beam_size,
-        words=len(words),
-        identical=sum(same),
-        ok=all(same),
-        examples=examples,
+    return DecodeCheck(
+        variant=variant, beam_size=beam_size, words=len(words), identical=sum(same), ok=all(same), examples=examples
     )
-    return check, cand
+
+
+def rows_decode_check(
+    variant: str, reference: Backend, candidate: OrtBackend, tok: G2PTokenizers, words: Sequence[str], max_len: int
+) -> DecodeCheck:
+    """Greedy decoding by continuous batching (``g2p.continuous``: the words join a running batch a few at a
+    time, at different steps) against the reference's greedy decoding: identical token sequences."""
+    options = DecodeOptions(max_len=max_len)
+    ref = [r[0].phonemes for r in transcribe(reference, tok, words, options)]
+    hyps = decode_joining(candidate, tok.encode_source(words), options)
+    cand = [tuple(tok.decode_target(h.tokens)) for h in hyps]
+    return same_outputs(variant, 1, words, ref, cand)

@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from export.graphs import check_graph
 from export.options import ExportOptions, held_out_words
-from export.parity import decode_check, rows_step_checks, tensor_checks
+from export.parity import decode_check, rows_decode_check, rows_step_checks, tensor_checks
 from g2p.bundle import DECODER_STEP, GRAPH_NAMES, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
 from g2p.lexicon import read_test_split
@@ -111,8 +111,9 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
         files={g: p.name for g, p in paths.items()},
         providers=[CPU],
         notes="fp32 graphs built from the checkpoint on onnxruntime's fused kernels (MultiHeadAttention with the "
-        "KV cache inside, one MatMul for Q/K/V), and a greedy graph that decodes a whole batch in one run "
-        "(ONNX Loop). onnxruntime only; checked here on the CPU provider.",
+        "KV cache inside, one MatMul for Q/K/V), a greedy graph that decodes a whole batch in one run "
+        "(ONNX Loop), and a rows-step graph (each row at its own position, masked cache slots) for continuous "
+        "batching. onnxruntime only; checked here on the CPU provider.",
         details={"graphs": sorted(paths), "session": FUSED_SESSION},
     )
     m = _with_variant(manifest, "fused", info)
@@ -125,6 +126,10 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
             check, _ = decode_check(label, ctx.torch_backend, backend, ctx.tok, ctx.words, beam, cfg.max_target_len)
             checks.append(check)
             log(f"decode parity {label} beam {beam}: {check.identical}/{check.words} identical")
+    rows = rows_decode_check("fused (continuous batching)", ctx.torch_backend, steps, ctx.tok, ctx.words,
+                             cfg.max_target_len)  # fmt: skip
+    checks.append(rows)
+    log(f"decode parity fused (continuous batching) beam 1: {rows.identical}/{rows.words} identical")
     if not all(c.ok for c in checks):
         raise _gate_error("fused", checks)
     ctx.fused = paths

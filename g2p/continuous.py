@@ -9,9 +9,9 @@ A ``RowBatch`` holds the decoder state of every row in flight on one backend (it
   left are masked (``past_mask``), which the ``rows_step`` graph turns into an attention bias; each row feeds its own
   position. Cross-attention keys/values are padded to the widest source (masked by ``src_mask``).
 - ``step`` runs one ``rows_step`` for every row and returns the rows that ended (``</s>`` or their length limit).
-- An ended row stays in the arrays as a dead row (all its slots masked, decoded and ignored) until newcomers
-  take its place or dead rows reach 1/``COMPACT_EVERY`` of the batch; slots that every row has masked are cut from
-  the left. Both keep the per-step copying small.
+- An ended row stays in the arrays as a dead row (all its slots masked, decoded and ignored) until a newcomer
+  takes its place in place (no copy of the batch) or dead rows reach 1/``COMPACT_EVERY`` of the batch; slots that
+  every row has masked are cut from the left. Both keep the per-step copying small.
 
 Every row's tokens equal those of ``g2p.decoding.greedy_search`` for the same source (the same argmax and the same
 log-probability arithmetic; the graph's masking adds exact zeros), whatever else is in the batch: the export's
@@ -31,9 +31,31 @@ from g2p.decoding import DecodeOptions, Hypothesis
 from g2p.ort_backend import OrtBackend
 from g2p.tokenization import BOS_ID, EOS_ID, pad_batch
 
-COMPACT_EVERY = 8
+COMPACT_EVERY = 4
 TRIM_AT = 8
 """Leading cache slots that every row has masked are cut once there are this many (a copy of the cache)."""
+
+
+@dataclass(frozen=True)
+class _Newcomers:
+    """Rows after their first decoder step, about to join the batch: each (L, n, H, ., Dh) cache with one
+    self-attention slot."""
+
+    keys: list[Hashable]
+    first: np.ndarray  # the token each emitted
+    limits: np.ndarray
+    logprob: np.ndarray
+    past_k: np.ndarray
+    past_v: np.ndarray
+    cross_k: np.ndarray
+    cross_v: np.ndarray
+    src_mask: np.ndarray
+
+    def part(self, start: int) -> _Newcomers:
+        """The newcomers from ``start`` on."""
+        r = slice(start, None)
+        return _Newcomers(self.keys[r], self.first[r], self.limits[r], self.logprob[r], self.past_k[:, r],
+                          self.past_v[:, r], self.cross_k[:, r], self.cross_v[:, r], self.src_mask[r])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,7 +87,11 @@ class RowBatch:
         self.limits = np.zeros(0, np.int64)
         self.logprob = np.zeros(0, np.float64)
         self.out = np.zeros((0, 1), np.int64)  # emitted tokens
-        self.past_k = self.past_v = self.cross_k = self.cross_v = None
+        none = np.zeros(0, np.float32)  # the caches (L, rows, H, ., Dh) come with the first rows
+        self.past_k: np.ndarray = none
+        self.past_v: np.ndarray = none
+        self.cross_k: np.ndarray = none
+        self.cross_v: np.ndarray = none
         self.past_mask = np.zeros((0, 0), bool)
         self.src_mask = np.zeros((0, 0), bool)
 
@@ -109,66 +135,80 @@ class RowBatch:
                 ended.append(Ended(key, Hypothesis(tokens, float(chosen[i]), float(chosen[i]), bool(eos[i]))))
             else:
                 stay.append(i)
-        if stay:
-            rows = np.asarray(stay)
-            self._merge(
-                [keys[i] for i in rows],
-                best[rows],
-                limits[rows],
-                chosen[rows].astype(np.float64),
-                np.take(b._numpy(state.past_k), rows, axis=1),
-                np.take(b._numpy(state.past_v), rows, axis=1),
-                np.take(b._numpy(state.cross_k), rows, axis=1),
-                np.take(b._numpy(state.cross_v), rows, axis=1),
-                mask[rows],
-            )
+        if not stay:
+            return ended
+        new = _Newcomers(
+            [keys[i] for i in stay],
+            best[stay],
+            limits[stay],
+            chosen[stay].astype(np.float64),
+            b._numpy(state.past_k)[:, stay],
+            b._numpy(state.past_v)[:, stay],
+            b._numpy(state.cross_k)[:, stay],
+            b._numpy(state.cross_v)[:, stay],
+            mask[stay],
+        )
+        placed = self._reuse(new)
+        if placed < len(new.keys):
+            self._merge(new.part(placed))
         return ended
 
-    def _merge(
-        self,
-        keys: list[Hashable],
-        first: np.ndarray,
-        limits: np.ndarray,
-        logprob: np.ndarray,
-        past_k: np.ndarray,
-        past_v: np.ndarray,
-        cross_k: np.ndarray,
-        cross_v: np.ndarray,
-        src_mask: np.ndarray,
-    ) -> None:
+    def _reuse(self, new: _Newcomers) -> int:
+        """Put newcomers into dead rows in place (no copy of the batch): as many as there are dead rows, when
+        their sources fit the batch's source width and their limits its output buffer. Returns how many."""
+        dead = [i for i, k in enumerate(self.keys) if k is None]
+        if not dead or new.src_mask.shape[1] > self.source_width or int(new.limits.max()) > self.out.shape[1]:
+            return 0
+        n = min(len(dead), len(new.keys))
+        rows, s = np.asarray(dead[:n]), new.src_mask.shape[1]
+        for i, key in zip(rows.tolist(), new.keys[:n], strict=True):
+            self.keys[i] = key
+        self.tokens[rows], self.positions[rows], self.limits[rows] = new.first[:n], 1, new.limits[:n]
+        self.logprob[rows] = new.logprob[:n]
+        self.out[rows] = 0
+        self.out[rows, 0] = new.first[:n]
+        self.past_mask[rows] = False
+        self.past_mask[rows, -1] = True  # its one real slot: the first step's keys/values, on the right
+        self.past_k[:, rows, :, -1:] = new.past_k[:, :n]
+        self.past_v[:, rows, :, -1:] = new.past_v[:, :n]
+        self.src_mask[rows] = False
+        self.src_mask[rows, :s] = new.src_mask[:n]
+        self.cross_k[:, rows, :, :s] = new.cross_k[:, :n]
+        self.cross_v[:, rows, :, :s] = new.cross_v[:, :n]
+        return n
+
+    def _merge(self, new: _Newcomers) -> None:
         """Append rows after their first step (one cache slot, first token emitted) to the batch: dead rows are
         dropped first, the caches padded to the common widths (masked slots on the left of the self-attention
         cache, on the right of the source)."""
         self._compact(force=True)
-        n = len(keys)
-        out = np.zeros((n, max(int(limits.max()), self.out.shape[1])), np.int64)
-        out[:, 0] = first
+        n = len(new.keys)
+        out = np.zeros((n, max(int(new.limits.max()), self.out.shape[1])), np.int64)
+        out[:, 0] = new.first
         if not self.keys:
-            self.keys = list(keys)
-            self.tokens, self.positions, self.limits, self.logprob = first, np.ones(n, np.int64), limits, logprob
-            self.out = out
-            self.past_k, self.past_v, self.cross_k, self.cross_v = past_k, past_v, cross_k, cross_v
-            self.past_mask, self.src_mask = np.ones((n, 1), bool), src_mask
+            self.keys = list(new.keys)
+            self.tokens, self.positions, self.limits = new.first, np.ones(n, np.int64), new.limits
+            self.logprob, self.out = new.logprob, out
+            self.past_k, self.past_v = np.ascontiguousarray(new.past_k), np.ascontiguousarray(new.past_v)
+            self.cross_k, self.cross_v = np.ascontiguousarray(new.cross_k), np.ascontiguousarray(new.cross_v)
+            self.past_mask, self.src_mask = np.ones((n, 1), bool), new.src_mask
             return
-        width, source = self.width, max(self.source_width, src_mask.shape[1])
-        left = width - 1
-        self.past_k = np.concatenate([self.past_k, _pad(past_k, 3, left, before=True)], axis=1)
-        self.past_v = np.concatenate([self.past_v, _pad(past_v, 3, left, before=True)], axis=1)
+        width, source = self.width, max(self.source_width, new.src_mask.shape[1])
+
+        def widen(x: np.ndarray, axis: int) -> np.ndarray:  # to the common source width
+            return _pad(x, axis, source - x.shape[axis])
+
+        self.past_k = np.concatenate([self.past_k, _pad(new.past_k, 3, width - 1, before=True)], axis=1)
+        self.past_v = np.concatenate([self.past_v, _pad(new.past_v, 3, width - 1, before=True)], axis=1)
         self.past_mask = np.concatenate([self.past_mask, np.eye(1, width, width - 1, dtype=bool).repeat(n, 0)])
-        self.cross_k = np.concatenate(
-            [_pad(self.cross_k, 3, source - self.source_width), _pad(cross_k, 3, source - cross_k.shape[3])], axis=1
-        )
-        self.cross_v = np.concatenate(
-            [_pad(self.cross_v, 3, source - self.source_width), _pad(cross_v, 3, source - cross_v.shape[3])], axis=1
-        )
-        self.src_mask = np.concatenate(
-            [_pad(self.src_mask, 1, source - self.source_width), _pad(src_mask, 1, source - src_mask.shape[1])]
-        )
-        self.keys += keys
-        self.tokens = np.concatenate([self.tokens, first])
+        self.cross_k = np.concatenate([widen(self.cross_k, 3), widen(new.cross_k, 3)], axis=1)
+        self.cross_v = np.concatenate([widen(self.cross_v, 3), widen(new.cross_v, 3)], axis=1)
+        self.src_mask = np.concatenate([widen(self.src_mask, 1), widen(new.src_mask, 1)])
+        self.keys += new.keys
+        self.tokens = np.concatenate([self.tokens, new.first])
         self.positions = np.concatenate([self.positions, np.ones(n, np.int64)])
-        self.limits = np.concatenate([self.limits, limits])
-        self.logprob = np.concatenate([self.logprob, logprob])
+        self.limits = np.concatenate([self.limits, new.limits])
+        self.logprob = np.concatenate([self.logprob, new.logprob])
         self.out = np.concatenate([_pad(self.out, 1, out.shape[1] - self.out.shape[1]), out])
 
     # ------------------------------------------------------------------ stepping
@@ -254,6 +294,23 @@ class RowBatch:
             self.past_mask = np.ascontiguousarray(self.past_mask[:, lead:])
             self.past_k = np.ascontiguousarray(self.past_k[:, :, :, lead:])
             self.past_v = np.ascontiguousarray(self.past_v[:, :, :, lead:])
+
+
+def decode_joining(
+    backend: OrtBackend, sources: Sequence[Sequence[int]], options: DecodeOptions, join: int = 7, rows: int = 32
+) -> list[Hypothesis]:
+    """Greedy hypotheses of ``sources`` (token ids) decoded by one ``RowBatch``: ``join`` newcomers join at each
+    step while fewer than ``rows`` rows run, so words start at different steps beside different batch-mates (what
+    the export's gate and the tests check against the step-by-step loop)."""
+    batch = RowBatch(backend)
+    out: dict[Hashable, Hypothesis] = {}
+    pending = list(range(len(sources)))
+    while pending or batch.live:
+        take = min(join, max(rows - batch.live, 0))
+        new, pending = pending[:take], pending[take:]
+        for e in batch.add(new, [sources[i] for i in new], options) + batch.step():
+            out[e.key] = e.hypothesis
+    return [out[i] for i in range(len(sources))]
 
 
 def _pick(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,17 +7,24 @@ options until ``max_batch_size`` inputs or ``max_queue_delay`` has passed, and d
 words of different lengths are padded together, and a word that finishes (or whose request was cancelled or ran out of
 time) leaves the batch at the next decoder step.
 
-Scheduling is per batch: a job arriving while a batch decodes waits for the next batch (at most one batch's
-decoding time plus the queue delay). Iteration-level joining (a new word entering a running batch at the
-next decoder step) needs per-row positions and a self-attention padding mask in the decoder-step graph; the
-exported graphs have neither yet.
+Two schedulings (``scheduling``, the setting ``G2P_SCHEDULING``):
+- ``batch`` (default): a job arriving while a batch decodes waits for the next batch (at most one batch's
+  decoding time plus the queue delay); a greedy batch is one run of the fused variant's ``greedy`` graph.
+- ``continuous``: greedy, non-streamed jobs go to a worker's running ``g2p.continuous.RowBatch``: their words join
+  it at its next decoder step and leave it as they end (``_run_rows``, ``_RowSession``). A job already decoding
+  leaves ``HEADROOM`` of the rows free, and free rows go first to the job with the fewest rows, so a one-word
+  request sent while every worker decodes long requests finishes long before them; beam search and streaming
+  still go by batch. It needs the bundle's ``rows_step`` graph (else the model's jobs go by batch), and costs
+  throughput: the per-step runs and the newcomers' encoder runs do more work than the ``greedy`` graph's loop
+  (``bench/results/scheduling.md``).
 
 A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load,
-and ``run`` decodes it in the caller's thread when no batch is decoding. A job whose deadline passed or whose client
-went away is never decoded: every batch, the inline one too, checks its jobs before it starts; a plain greedy batch
-runs whole (the fused variant's ``greedy`` graph: one ONNX Runtime run) and checks its rows once more just before that
-run; streaming and beam search go step by step and drop dead rows at the next step. Each dropped job is counted in
-``g2p_dropped_requests_total{reason}``.
+and ``run`` decodes it in the caller's thread when no batch is decoding (with continuous scheduling, only a job of
+at most ``INLINE_ROWS_WORDS`` words: a longer one would hold a backend that a worker needs). A job whose deadline
+passed or whose client went away is never decoded: every batch, the inline one too, checks its jobs before it
+starts; a plain greedy batch runs whole (the fused variant's ``greedy`` graph: one ONNX Runtime run) and checks
+its rows once more just before that run; streaming, beam search and continuous batching go step by step and drop
+dead rows at the next step. Each dropped job is counted in ``g2p_dropped_requests_total{reason}``.
 The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
 it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
 This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
@@ -41,9 +48,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from g2p.continuous import RowBatch
+from g2p.continuous import Ended, RowBatch
 from g2p.decoding import DecodeOptions
 from g2p.pipeline import Pronunciation, pronunciation
 from service.metrics import Metrics
@@ -63,6 +70,12 @@ RELEASE_AFTER_BYTES = 64 * 1024 * 1024
 
 
 SCHEDULING = ("continuous", "batch")
+INLINE_ROWS_WORDS = 8
+"""Continuous batching: a lone job of at most this many words on an idle engine is still decoded at once in the
+caller's thread (its whole-batch greedy run takes milliseconds); a longer one goes to a worker's running batch."""
+HEADROOM = 0.125
+"""Continuous batching: the share of a batch's rows that a job already decoding leaves free, so that a request
+arriving next joins at the next step instead of waiting for a row to end."""
 
 
 class QueueFull(RuntimeError):
@@ -153,7 +166,7 @@ class Engine:
         metrics: Metrics,
         workers: int = 1,
         memory_share: int = 0,
-        scheduling: str = "continuous",
+        scheduling: str = "batch",
     ) -> None:
         """``memory_share``: estimated bytes one batch may take (``batch_bytes``); 0 = unbounded.
         ``scheduling``: ``continuous`` (greedy words join and leave a running batch step by step, where the model
@@ -200,7 +213,14 @@ class Engine:
         job at once in the calling thread: a lone request skips the hand-over to a worker thread and back. Under
         load the job is queued and batched as usual."""
         with self._cv:
-            inline = self._accepting and not self._queue and self._busy == 0 and self._last_jobs <= 1
+            inline = (
+                self._accepting
+                and not self._queue
+                and self._busy == 0
+                and self._last_jobs <= 1
+                # a long job decoded here would hold a backend that a worker's running batch needs
+                and (len(job.words) <= INLINE_ROWS_WORDS or not self._joins_rows(job))
+            )
             if inline:
                 self._admit(job)
                 self._busy += 1
@@ -366,27 +386,34 @@ class Engine:
             session = _RowSession(self, model, RowBatch(backend))  # type: ignore[arg-type]
             session.join(live)
             while session.busy:
-                pulled = self._pull_rows(model, session.wanted())
+                pulled = self._pull_rows(model, session.free(), bool(session.waiting))
                 batch.extend(pulled)
                 session.join(self._start(pulled))
                 session.step()
         with self._cv:
             self._last_jobs = session.most_jobs
 
-    def _pull_rows(self, model: ModelVersion, wanted: int) -> list[Job]:
-        """Queued jobs that can join a row session of ``model``, oldest first, up to about ``wanted`` words
-        (always one job when ``wanted`` > 0); none once the oldest queued job cannot join."""
-        if wanted <= 0:
+    def _pull_rows(self, model: ModelVersion, free: int, backlog: bool) -> list[Job]:
+        """Queued jobs that can join a row session of ``model`` now: oldest first, those whose words fit the
+        ``free`` rows (a session without a ``backlog`` of waiting words also takes one job larger than that);
+        larger ones stay queued for another worker or a later step. None once the oldest queued job cannot join
+        (a beam or streaming job, another model): the session then ends with its rows and that job goes next."""
+        if free <= 0:
             return []
         with self._cv:
+            if not self._queue or self._queue[0].model is not model or not self._joins_rows(self._queue[0]):
+                return []
             pulled: list[Job] = []
-            words = 0
-            while self._queue and words < wanted:
-                job = self._queue[0]
-                if job.model is not model or not self._joins_rows(job):
+            for job in self._queue:
+                if free <= 0:
                     break
-                pulled.append(self._queue.popleft())
-                words += len(job.words)
+                if job.model is not model or not self._joins_rows(job):
+                    continue
+                if len(job.words) <= free or not (backlog or pulled):
+                    pulled.append(job)
+                    free -= len(job.words)
+            for job in pulled:
+                self._queue.remove(job)
             if pulled:
                 self.metrics.queue_depth.set(len(self._queue))
             return pulled
@@ -475,16 +502,26 @@ class _RowSession:
         self.waiting: dict[Job, deque[int]] = {}  # word indices not yet in a row, per job, oldest job first
         self.results: dict[Job, list[list[Pronunciation]]] = {}
         self.left: dict[Job, int] = {}  # words not ended yet
+        self.inflight: dict[Job, int] = {}  # words in rows now
         self.most_jobs = 0
+        self.size = self._size()
+
+    def _size(self) -> int:
+        """Rows at most: ``max_batch_size``, fewer when rows of the model's longest word at its longest output
+        would take the batch over the engine's memory share (``batch_bytes``)."""
+        size, share = self.engine.max_batch_size, self.engine.memory_share
+        worst = DecodeOptions(max_len=self.model.max_output_tokens)
+        while size > 1 and share and batch_bytes(self.model, size, self.model.max_input_chars, worst) > share:
+            size //= 2
+        return size
 
     @property
     def busy(self) -> bool:
         return bool(self.left)
 
-    def wanted(self) -> int:
-        """Words the running batch could take now beyond those already waiting."""
-        free = self.engine.max_batch_size - self.rows.live
-        return free - sum(map(len, self.waiting.values()))
+    def free(self) -> int:
+        """Rows the running batch could take now."""
+        return self.size - self.rows.live
 
     def join(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -494,6 +531,7 @@ class _RowSession:
             self.waiting[job] = deque(range(len(job.words)))
             self.results[job] = [[] for _ in job.words]
             self.left[job] = len(job.words)
+            self.inflight[job] = 0
         self.most_jobs = max(self.most_jobs, len(self.left))
 
     def step(self) -> None:
@@ -505,21 +543,28 @@ class _RowSession:
             self.engine.metrics.batch_size.observe(self.rows.live)
             ended += self.rows.step()
         for e in ended:
-            job, i = e.key  # type: ignore[misc]
+            job, i = cast(tuple[Job, int], e.key)
             if job in self.left:
                 self._ended(job, i, [pronunciation(self.model.tokenizers, e.hypothesis)])
 
-    def _admit(self) -> list:  # type: ignore[type-arg]
-        free = self.engine.max_batch_size - self.rows.live
+    def _admit(self) -> list[Ended]:
+        """Waiting words into the free rows, one at a time to the job with the fewest words in rows (the oldest
+        first among equals): a short job gets a row at the next step however many words a long one has waiting,
+        and a long one keeps its turn once its rows end. A job that already has rows fills the batch only up to
+        ``HEADROOM`` short of its size: rows are kept free for a job that arrives next. Returns the rows that
+        ended at their first step."""
+        size = self.size
+        busy_cap = size - max(1, int(size * HEADROOM))
         keys: list[tuple[Job, int]] = []
-        while free > len(keys) and self.waiting:
-            for job in list(self.waiting):  # one word of each job per round: a short job gets in at once
-                queue = self.waiting[job]
-                keys.append((job, queue.popleft()))
-                if not queue:
-                    del self.waiting[job]
-                if len(keys) >= free:
-                    break
+        while self.waiting and self.rows.live + len(keys) < size:
+            job = min(self.waiting, key=self.inflight.__getitem__)  # dicts keep insertion order: oldest first
+            if self.inflight[job] and self.rows.live + len(keys) >= busy_cap:
+                break
+            queue = self.waiting[job]
+            keys.append((job, queue.popleft()))
+            self.inflight[job] += 1
+            if not queue:
+                del self.waiting[job]
         if not keys:
             return []
         by_options: dict[DecodeOptions, list[tuple[Job, int]]] = {}
@@ -535,8 +580,9 @@ class _RowSession:
     def _ended(self, job: Job, i: int, result: list[Pronunciation]) -> None:
         self.results[job][i] = result
         self.left[job] -= 1
+        self.inflight[job] -= 1
         if self.left[job] == 0:
-            del self.left[job]
+            del self.left[job], self.inflight[job]
             results = self.results.pop(job)
             self.engine.metrics.tokens.inc(sum(len(r[0].phonemes) + 1 for r in results if r))
             if not self.engine._dropped(job, "while decoding"):
@@ -546,5 +592,6 @@ class _RowSession:
         self.rows.drop([(job, i) for i in range(len(job.words))])
         self.waiting.pop(job, None)
         self.left.pop(job, None)
+        self.inflight.pop(job, None)
         self.results.pop(job, None)
         self.engine._dropped(job, "while decoding")

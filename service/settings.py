@@ -147,11 +147,12 @@ class Settings(BaseSettings):
 
     # batching
     max_batch_size: int = Field(64, ge=1, le=4096, description="inputs decoded together")
-    scheduling: Literal["continuous", "batch"] = Field(
-        "continuous",
-        description="continuous: greedy words join a running batch at its next decoder step and leave it when "
-        "done (a short request never waits for a long batch; needs the bundle's rows_step graph, else batch); "
-        "batch: each batch runs to its end, then the next starts (beam search and streaming always do)",
+    scheduling: Literal["batch", "continuous"] = Field(
+        "batch",
+        description="batch: a batch decodes to its end (one run of the fused greedy graph), then the next starts; "
+        "continuous: greedy words join a running batch at its next decoder step and leave it when done, so a "
+        "short request does not wait for a long one (needs the bundle's rows_step graph; beam search and "
+        "streaming go by batch). bench/results/scheduling.md measures both",
     )
     max_queue_delay_ms: float = Field(
         2.0, ge=0.0, le=10_000, description="how long a batch may wait for more requests while others decode"
