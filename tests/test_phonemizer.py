@@ -136,6 +136,17 @@ def test_lexicon_pronunciations_kept_across_calls_never_hide_user_words():
     assert g("hello").tokens[0].words[0].phonemes == ("HH", "IY1")
 
 
+def test_kept_lexicon_pronunciations_are_bounded(monkeypatch):
+    from g2p.text import phonemizer
+
+    monkeypatch.setattr(phonemizer, "KEPT_PRONS", 2)
+    g = Phonemizer(LEXICON, FakeModel(), max_word_chars=20)
+    for _ in range(2):
+        r = g("hello tomato a world hello")
+        assert [w.phonemes[0] for t in r.tokens for w in t.words] == ["HH", "T", "AH0", "W", "HH"]
+        assert len(g._lexicon_prons()[0]) <= 2
+
+
 def test_results_build_their_tokens_on_demand_and_stay_immutable():
     import pickle
     from dataclasses import FrozenInstanceError

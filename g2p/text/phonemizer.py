@@ -41,6 +41,9 @@ LETTER_NAMES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 """A single letter spelled out (in an initialism, a URL, "3 p.m.") is its name, not the word ("a" -> EY1, not AH0)."""
 
+KEPT_PRONS = 50_000
+"""At most this many lexicon words' pronunciations are kept across calls (about 10 MB; then they are made anew)."""
+
 MANY_WORDS = 16
 """A model call of this many words or more (a batch of texts) decodes on :meth:`Phonemizer.from_bundle`'s
 multi-threaded session; fewer (one text's unknown words: 1.7 on average on the fortunes) on one thread."""
@@ -354,6 +357,8 @@ class Phonemizer:
                 if alts is None:
                     unknown.append(w)
                     continue
+                if len(prons) >= KEPT_PRONS:  # a bound on memory: start again
+                    prons.clear()
                 found = prons[w] = WordPron(w, alts[0], "lexicon", alts[1:])
             table[w] = found
         table.update(self._guess(sorted(unknown), model or self.model))
@@ -372,7 +377,7 @@ class Phonemizer:
         return out
 
     def _lexicon_prons(self) -> tuple[dict[str, WordPron], dict[str, WordPron]]:
-        """Pronunciations made from the lexicon, kept across calls (at most one per lexicon word): the words' own,
+        """Pronunciations made from the lexicon, kept across calls (at most :data:`KEPT_PRONS`): the words' own,
         and the spelled letters' names (with the lexicon's other readings as alternatives). Made anew when
         ``self.lexicon`` is replaced."""
         lexicon = self.lexicon
