@@ -50,6 +50,7 @@ from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 from service.api.inference import grpc_service_pb2 as v2  # noqa: E402
 from service.api.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
 from service.client import G2PClient  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 WORDS = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
 SENTENCES = [
@@ -176,10 +177,26 @@ def check(results: dict[str, Any], name: str, ok: bool, detail: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ overload
+def histogram_quantile(metrics_port: int, name: str, q: float) -> float:
+    """The upper bound of the bucket that holds the ``q`` quantile of a server histogram (its /metrics page)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    buckets = [(float(s.labels["le"]), s.value) for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == f"{name}_bucket"]  # fmt: skip
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    return next((le for le, n in buckets if n >= q * total), float("nan")) if total else float("nan")
+
+
 def overload(quick: bool) -> dict[str, Any]:
     print("overload", flush=True)
     res: dict[str, Any] = {}
-    server = start()
+    metrics_port = free_port()
+    server = start(G2P_METRICS_PORT=str(metrics_port))
     try:
         warm = server.rss_mb()
         log = Log()
@@ -209,6 +226,8 @@ def overload(quick: bool) -> dict[str, Any]:
                 pending.append(fut)
             for f in pending:
                 f.exception()
+            # where accepted requests waited: the engine's queue (server side) against what clients saw
+            res["server_queue_wait_p99_le_s"] = histogram_quantile(metrics_port, "g2p_queue_time_seconds", 0.99)
             # the heaviest valid requests, 4 at once
             info = server.model()
             n = info.limits.max_inputs
@@ -226,7 +245,9 @@ def overload(quick: bool) -> dict[str, Any]:
         time.sleep(2.0)  # the load is over: an idle server hands freed memory back within a second or so
         after = server.rss_mb()
         codes = log.codes("open") + log.codes("burst")
+        queue_bound = Settings().max_queue_size / capacity if capacity else float("nan")
         res |= {"open_loop_rps": round(rate, 1), "open_loop_s": duration, "codes": dict(codes),
+                "queue_bound_s": round(queue_bound, 3),
                 "open_codes": dict(log.codes("open")),
                 "burst_codes": dict(log.codes("burst")), "p99_accepted_s": round(log.p99_ok(), 3),
                 "rss_warm_mb": round(warm, 1), "rss_after_mb": round(after, 1)}  # fmt: skip
@@ -237,6 +258,12 @@ def overload(quick: bool) -> dict[str, Any]:
         else:
             check(res, "RSS after <= 1.2x warm", after <= 1.2 * warm, f"{warm:.0f} -> {after:.0f} MB")
         check(res, "SERVING after", server.serving(), "health Check")
+        print(
+            f"  [info] accepted requests' p99 as clients saw it {res['p99_accepted_s']} s; in the engine's queue "
+            f"(server, bucket bound) <= {res['server_queue_wait_p99_le_s']} s; a full queue drains in "
+            f"max_queue_size / capacity = {res['queue_bound_s']} s",
+            flush=True,
+        )
     finally:
         server.stop()
     return res
