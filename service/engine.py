@@ -209,18 +209,10 @@ class Engine:
         return job.future
 
     def run(self, job: Job) -> Future[Any]:
-        """Like ``submit``, but an idle engine (nothing queued or decoding, the last batch not shared) decodes the
-        job at once in the calling thread: a lone request skips the hand-over to a worker thread and back. Under
-        load the job is queued and batched as usual."""
+        """Like ``submit``, but a job that may run inline (``_inline``) is decoded at once in the calling thread:
+        a lone request skips the hand-over to a worker thread and back. Otherwise it is queued and batched."""
         with self._cv:
-            inline = (
-                self._accepting
-                and not self._queue
-                and self._busy == 0
-                and self._last_jobs <= 1
-                # a long job decoded here would hold a backend that a worker's running batch needs
-                and (len(job.words) <= INLINE_ROWS_WORDS or not self._joins_rows(job))
-            )
+            inline = self._inline(job)
             if inline:
                 self._admit(job)
                 self._busy += 1
@@ -229,6 +221,16 @@ class Engine:
             return self.submit(job)
         self._settle([job], self._run)
         return job.future
+
+    def _inline(self, job: Job) -> bool:
+        """Whether ``job`` may be decoded in the caller's thread. The engine must be idle (accepting, nothing queued
+        or decoding) and not under load (the last batch was not shared: a shared one means requests are arriving
+        together, and the next should wait to join them). With continuous scheduling the job must also be short
+        (``INLINE_ROWS_WORDS``): a long one would hold a backend that a worker's running batch needs. The caller
+        holds the lock."""
+        idle = self._accepting and not self._queue and self._busy == 0
+        short = len(job.words) <= INLINE_ROWS_WORDS or not self._joins_rows(job)
+        return idle and self._last_jobs <= 1 and short
 
     def _admit(self, job: Job) -> None:
         """Count the job in the engine until its future is settled, or refuse it: ``EngineStopped`` when draining,
