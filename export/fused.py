@@ -17,6 +17,7 @@ rather than onnxruntime's SkipLayerNormalization, whose CPU kernel measured slow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,80 @@ MASK_FILTER = -10000.0  # MultiHeadAttention's own value for masked keys (softma
 
 
 _Dims = list[str | int | None]  # a value's shape: symbolic names, sizes, or unknown
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """One loop-carried value of the greedy ``Loop``: the body reads it as ``<name>_in`` and writes it as
+    ``<name>_out``, of type ``elem_type`` and shape ``dims``; ``initial`` is its value entering the loop (an
+    outer-graph name). ``per_row``: it has the row axis, and the rows that leave the loop leave it too (the
+    compaction ``If``); else a full-batch buffer."""
+
+    name: str
+    elem_type: int
+    dims: _Dims
+    initial: str
+    per_row: bool
+
+    @property
+    def body_input(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def body_output(self) -> str:
+        return f"{self.name}_out"
+
+
+@dataclass(frozen=True)
+class _FirstStep:
+    """The greedy graph's values after its first decoder step, outside the loop."""
+
+    batch: str  # [B]
+    cross: list[tuple[str, str]]  # each layer's cross keys/values (B, H, S, Dh)
+    cross_bias: str  # (B, 1, 1, S): the source padding as an additive attention bias
+    present: list[tuple[str, str]]  # each layer's self-attention keys/values (B, H, 1, Dh)
+    token: str  # (B, 1) int64
+    logprob: str  # (B, 1) float
+
+
+def _cache_name(kind: str, kv: str, layer: int) -> str:
+    """A layer's keys (``kv`` "k") or values ("v") of the ``kind`` cache ("past" or "cross") as a carried name."""
+    return f"{kind}_{kv}_{layer}"
+
+
+def _cache_by_name(kind: str, layers: list[tuple[str, str]]) -> dict[str, str]:
+    """Each layer's (keys, values) of the ``kind`` cache by carried name, layer by layer, keys first."""
+    return {
+        _cache_name(kind, kv, i): value for i, pair in enumerate(layers) for kv, value in zip("kv", pair, strict=True)
+    }
+
+
+def _cache_from_names(values: dict[str, str], kind: str, n_layers: int) -> list[tuple[str, str]]:
+    """The inverse of ``_cache_by_name``: each layer's (keys, values) of the ``kind`` cache from ``values``."""
+    return [(values[_cache_name(kind, "k", i)], values[_cache_name(kind, "v", i)]) for i in range(n_layers)]
+
+
+def _carried_cache(kind: str, layers: list[tuple[str, str]], dims: _Dims) -> list[_Carried]:
+    """Each layer's (keys, values) of the ``kind`` cache as per-row float carried values, of shape ``dims``."""
+    return [
+        _Carried(name, TensorProto.FLOAT, dims, value, per_row=True)
+        for name, value in _cache_by_name(kind, layers).items()
+    ]
+
+
+def _compaction_branch(values: list[tuple[_Carried, str]], keep: str | None) -> onnx.GraphProto:
+    """A branch of the compaction ``If``: ``compact_then`` keeps each value's ``keep`` rows (``Compress``),
+    ``compact_else`` (``keep`` None) passes each value on as it is. Output ``k`` is ``<then|else>_<k>``."""
+    branch = "else" if keep is None else "then"
+    nodes, outputs = [], []
+    for k, (carried, value) in enumerate(values):
+        out = f"{branch}_{k}"
+        if keep is None:
+            nodes.append(helper.make_node("Identity", [value], [out], name=f"keep_{k}"))
+        else:
+            nodes.append(helper.make_node("Compress", [value, keep], [out], name=f"compress_{k}", axis=0))
+        outputs.append(helper.make_tensor_value_info(out, carried.elem_type, None))
+    return helper.make_graph(nodes, f"compact_{branch}", [], outputs)
 
 
 class _Graph:
@@ -303,120 +378,182 @@ class _Builder:
         lp = g.op1("GatherElements", [g.op1("LogSoftmax", [last], axis=-1), best], axis=1)
         return best, lp
 
+    # --- the greedy graph ---------------------------------------------------------------------
     def greedy(self) -> None:
         """Encoder, cross keys/values, first decoder step and an ONNX ``Loop`` over the later steps: a whole
         batch decoded greedily in one run. Each layer's cache is a loop-carried value (no stacking). A row is done
         at ``</s>`` or at its length limit; once at least ``1 / COMPACT_EVERY`` of the rows still in the loop are
         done, they leave it (every per-row value compacted in one ``If`` branch), so the finished rows stop
         costing compute without a copy at every step. Each step's tokens are written into full-batch buffers
-        (``ScatterND`` at the row's original index); the loop ends when every row is done."""
+        (``ScatterND`` at the row's original index); the loop ends when every row is done.
+
+        The loop-carried values are one list of ``_Carried`` (``loop_start``); the body's inputs and outputs, the
+        compaction ``If`` and the ``Loop``'s inputs and outputs all follow its order."""
+        carried, trips, first_done = self.loop_start(self.first_step())
+        body = self.loop_body(carried)
+        initial = [value.initial for value in carried]
+        finals = self.g.op("Loop", [trips, self.any_not_done(first_done), *initial], len(carried), body=body)
+        final = dict(zip((value.name for value in carried), finals, strict=True))
+        self.g.rename_output(final["out_tok"], "tokens")
+        self.g.rename_output(final["out_lp"], "scores")
+
+    def first_step(self) -> _FirstStep:
+        """Outside the loop: the encoder, each layer's cross keys/values, the source padding as an attention bias
+        and the first decoder step (every row fed ``<s>`` at position 0, no past)."""
         g, c = self.g, self.cfg
-        n = c.n_decoder_layers
-        f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
         one = g.const("one1", np.ones(1, np.int64))
         mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
-        memory = self.encoder_stack("src_ids", mask)
-        cross = self.cross_kv(memory)
+        cross = self.cross_kv(self.encoder_stack("src_ids", mask))
         # the cross-attention mask as an additive bias (B, 1, 1, S), computed once for every step
         where = g.op1("Where", ["src_mask", g.const("zero_f", np.zeros((), np.float32)),
                                 g.const("mask_filter", np.array(MASK_FILTER, np.float32))])  # fmt: skip
-        bias = g.op1("Unsqueeze", [where, g.const("axes12", np.array([1, 2], np.int64))])
+        cross_bias = g.op1("Unsqueeze", [where, g.const("axes12", np.array([1, 2], np.int64))])
         batch = self.shape_dim("src_ids", 0)  # [B]
         bos = g.op1(
             "Expand", [g.const("bos", np.full((1, 1), c.bos_id, np.int64)), g.op1("Concat", [batch, one], axis=0)]
         )
         logits, present = self.decoder_stack(
-            bos, None, cross, {"attention_bias": bias}, g.const("zero1", np.zeros(1, np.int64))
+            bos, None, cross, {"attention_bias": cross_bias}, g.const("zero1", np.zeros(1, np.int64))
         )
-        tok0, lp0 = self.pick(logits)
+        token, logprob = self.pick(logits)
+        return _FirstStep(batch, cross, cross_bias, present, token, logprob)
+
+    def loop_start(self, first: _FirstStep) -> tuple[list[_Carried], str, str]:
+        """The ``Loop``'s inputs after the first step: the carried values, each with its initial value (the rows
+        first, then the two output buffers), the trip count (the longest limit - 1, as a scalar) and the rows
+        done at the first step ((B, 1) bool, for the loop's first condition)."""
+        g, c = self.g, self.cfg
+        one = g.const("one1", np.ones(1, np.int64))
         limits = g.op1("Unsqueeze", ["limits", one])  # (B, 1)
-        eos = g.const("eos", np.array(c.eos_id, np.int64))
-        done0 = g.op1("Or", [g.op1("Equal", [tok0, eos]), g.op1("LessOrEqual", [limits, one])])
-        steps = g.op1("ReduceMax", ["limits"], keepdims=1)  # [T]
-        rest = g.op1("Concat", [batch, g.op1("Sub", [steps, one])], axis=0)  # [B, T - 1]
-        zeros_i = g.op1("ConstantOfShape", [rest], value=helper.make_tensor("z", i64, [1], [c.pad_id]))
-        zeros_f = g.op1("ConstantOfShape", [rest], value=helper.make_tensor("zf", f, [1], [0.0]))
-        out_tok0 = g.op1("Concat", [tok0, zeros_i], axis=1)  # (B, T): column 0 is the first step's token
-        out_lp0 = g.op1("Concat", [lp0, zeros_f], axis=1)
-        zero1 = g.const("zero1", np.zeros(1, np.int64))
-        scalar_b = g.op1("Squeeze", [batch, zero1])
-        rows0 = g.op1(
-            "Range", [g.const("zero", np.array(0, np.int64)), scalar_b, g.const("one", np.array(1, np.int64))]
-        )
-        trips = g.op1("Squeeze", [g.op1("Sub", [steps, one]), zero1])
-
-        # loop-carried values: those with a row axis (compacted together), then the two full-batch buffers
-        per_row: list[tuple[str, int, _Dims]] = [
-            ("rows", i64, ["rows"]), ("tok", i64, ["rows", 1]), ("done", b, ["rows", 1]), ("lim", i64, ["rows", 1]),
-            ("bias", f, ["rows", 1, 1, None]),
-        ]  # fmt: skip
+        done = self.finished(first.token, limits, one)
+        max_steps = g.op1("ReduceMax", ["limits"], keepdims=1)  # [T]
+        out_tokens, out_scores = self.output_buffers(first, max_steps)
+        rows = self.row_indices(first.batch)
+        trips = g.op1("Squeeze", [g.op1("Sub", [max_steps, one]), g.const("zero1", np.zeros(1, np.int64))])
+        int64, boolean, float32 = TensorProto.INT64, TensorProto.BOOL, TensorProto.FLOAT
         cache: _Dims = ["rows", c.n_heads, None, c.head_dim]
-        per_row += [(f"{kind}_{x}_{i}", f, cache) for kind in ("past", "cross") for i in range(n) for x in "kv"]
-        buffers: list[tuple[str, int, _Dims]] = [("out_tok", i64, ["batch", None]), ("out_lp", f, ["batch", None])]
-        initial = [rows0, tok0, done0, limits, bias, *(x for kv in present for x in kv),
-                   *(x for kv in cross for x in kv), out_tok0, out_lp0]  # fmt: skip
-
-        outer = g.nodes
-        g.nodes = []
-        past_in = [(f"past_k_{i}_in", f"past_v_{i}_in") for i in range(n)]
-        cross_in = [(f"cross_k_{i}_in", f"cross_v_{i}_in") for i in range(n)]
-        position = g.op1("Add", [g.op1("Unsqueeze", ["iter", g.const("zero1", np.zeros(1, np.int64))]), one])
-        logits_b, present_b = self.decoder_stack("tok_in", past_in, cross_in, {"attention_bias": "bias_in"}, position)
-        tok, lp = self.pick(logits_b)
-        column = g.op1("Expand", [g.op1("Unsqueeze", [position, one]), g.op1("Shape", [tok])])  # (Ba, 1)
-        where_out = g.op1("Concat", [g.op1("Unsqueeze", ["rows_in", one]), column], axis=1)  # (Ba, 2)
-        flat = g.const("minus1", np.array([-1], np.int64))
-        out_tok = g.op1("ScatterND", ["out_tok_in", where_out, g.op1("Reshape", [tok, flat])])
-        out_lp = g.op1("ScatterND", ["out_lp_in", where_out, g.op1("Reshape", [lp, flat])])
-        step = g.op1("Add", ["iter", g.const("two", np.array(2, np.int64))])  # this token's 1-based position
-        finished = g.op1("Or", [g.op1("Equal", [tok, eos]), g.op1("LessOrEqual", ["lim_in", step])])
-        done = g.op1("Or", ["done_in", finished])
-        keep = g.op1("Reshape", [g.op1("Not", [done]), flat])  # (Ba,)
-        active = g.op1("ReduceSum", [g.op1("Cast", [keep], to=i64)], keepdims=0)
-        cond = g.op1("Greater", [active, g.const("zero", np.array(0, np.int64))])
-        rows_now = g.op1("Size", [keep])
-        gone = g.op1(
-            "Mul", [g.op1("Sub", [rows_now, active]), g.const("compact_every", np.array(COMPACT_EVERY, np.int64))]
-        )
-        compact = g.op1("And", [cond, g.op1("GreaterOrEqual", [gone, rows_now])])
-        values = [
-            "rows_in",
-            tok,
-            done,
-            "lim_in",
-            "bias_in",
-            *(x for kv in present_b for x in kv),
-            *(x for kv in cross_in for x in kv),
+        carried = [
+            _Carried("rows", int64, ["rows"], rows, per_row=True),
+            _Carried("tok", int64, ["rows", 1], first.token, per_row=True),
+            _Carried("done", boolean, ["rows", 1], done, per_row=True),
+            _Carried("lim", int64, ["rows", 1], limits, per_row=True),
+            _Carried("bias", float32, ["rows", 1, 1, None], first.cross_bias, per_row=True),
+            *_carried_cache("past", first.present, cache),
+            *_carried_cache("cross", first.cross, cache),
+            _Carried("out_tok", int64, ["batch", None], out_tokens, per_row=False),
+            _Carried("out_lp", float32, ["batch", None], out_scores, per_row=False),
         ]
-        branches = {}
-        for branch in ("then", "else"):
-            nodes, outs = [], []
-            for k, v in enumerate(values):
-                name = f"{branch}_{k}"
-                if branch == "then":
-                    nodes.append(helper.make_node("Compress", [v, keep], [name], name=f"compress_{k}", axis=0))
-                else:
-                    nodes.append(helper.make_node("Identity", [v], [name], name=f"keep_{k}"))
-                outs.append(helper.make_tensor_value_info(name, per_row[k][1], None))
-            branches[branch] = helper.make_graph(nodes, f"compact_{branch}", [], outs)
-        compacted = g.op("If", [compact], len(values), then_branch=branches["then"], else_branch=branches["else"])
-        body_outs = [cond, *compacted, out_tok, out_lp]
-        out_names = ["cond_out", *(f"{name}_out" for name, _, _ in per_row + buffers)]
-        for src, dst in zip(body_outs, out_names, strict=True):
-            g.rename_output(src, dst)
-        body_nodes, g.nodes = g.nodes, outer
-        carried = per_row + buffers
-        body = helper.make_graph(
-            body_nodes,
+        return carried, trips, done
+
+    def finished(self, token: str, limits: str, length: str) -> str:
+        """Whether each row is finished (bool, the shape of ``token``): its token is ``</s>`` or its output,
+        ``length`` tokens long, has reached its limit."""
+        g = self.g
+        eos = g.const("eos", np.array(self.cfg.eos_id, np.int64))
+        return g.op1("Or", [g.op1("Equal", [token, eos]), g.op1("LessOrEqual", [limits, length])])
+
+    def output_buffers(self, first: _FirstStep, max_steps: str) -> tuple[str, str]:
+        """The full-batch (B, T) token and log-probability buffers: column 0 holds the first step's choice, the
+        other columns ``<pad>`` and 0 until the loop writes them."""
+        g = self.g
+        later = g.op1("Concat", [first.batch, g.op1("Sub", [max_steps, g.const("one1", np.ones(1, np.int64))])], axis=0)
+        pads = g.op1(
+            "ConstantOfShape", [later], value=helper.make_tensor("z", TensorProto.INT64, [1], [self.cfg.pad_id])
+        )
+        zeros = g.op1("ConstantOfShape", [later], value=helper.make_tensor("zf", TensorProto.FLOAT, [1], [0.0]))
+        return g.op1("Concat", [first.token, pads], axis=1), g.op1("Concat", [first.logprob, zeros], axis=1)
+
+    def row_indices(self, batch: str) -> str:
+        """0 .. B - 1 (B,): each row's index in the batch, which it keeps after rows before it leave the loop."""
+        g = self.g
+        size = g.op1("Squeeze", [batch, g.const("zero1", np.zeros(1, np.int64))])
+        start, step = g.const("zero", np.array(0, np.int64)), g.const("one", np.array(1, np.int64))
+        return g.op1("Range", [start, size, step])
+
+    def loop_body(self, carried: list[_Carried]) -> onnx.GraphProto:
+        """The ``Loop`` body ``greedy_step``: inputs ``iter``, ``cond_in`` and each carried value's ``<name>_in``;
+        outputs ``cond_out`` (some row is not done) and each carried value's ``<name>_out``, in ``carried``'s
+        order. Its nodes are kept apart from the outer graph's; the initializers stay the outer graph's (the body
+        reads them from the enclosing scope)."""
+        g = self.g
+        outer, g.nodes = g.nodes, []
+        cond, stepped = self.body_step(carried)
+        g.rename_output(cond, "cond_out")
+        for value in carried:
+            g.rename_output(stepped[value.name], value.body_output)
+        nodes, g.nodes = g.nodes, outer
+        return helper.make_graph(
+            nodes,
             "greedy_step",
-            [helper.make_tensor_value_info("iter", i64, []), helper.make_tensor_value_info("cond_in", b, []),
-             *(helper.make_tensor_value_info(f"{name}_in", t, shape) for name, t, shape in carried)],
-            [helper.make_tensor_value_info("cond_out", b, None),  # one element (onnxruntime infers shape [1])
-             *(helper.make_tensor_value_info(f"{name}_out", t, shape) for name, t, shape in carried)],
+            [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             *(helper.make_tensor_value_info(v.body_input, v.elem_type, v.dims) for v in carried)],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, None),  # onnxruntime infers shape [1]
+             *(helper.make_tensor_value_info(v.body_output, v.elem_type, v.dims) for v in carried)],
         )  # fmt: skip
-        loop_out = g.op("Loop", [trips, self.any_not_done(done0), *initial], len(carried), body=body)
-        g.rename_output(loop_out[-2], "tokens")
-        g.rename_output(loop_out[-1], "scores")
+
+    def body_step(self, carried: list[_Carried]) -> tuple[str, dict[str, str]]:
+        """One later step, inside the body: decode, write the tokens, update the done rows and compact. Returns
+        the loop condition and each carried value's value after the step, by name (the per-row ones as the
+        compaction ``If`` gives them; the buffers as written)."""
+        g = self.g
+        inputs = {value.name: value.body_input for value in carried}
+        position, token, logprob, present = self.body_decode(inputs)
+        out_tok, out_lp = self.write_step(inputs, position, token, logprob)
+        length = g.op1("Add", ["iter", g.const("two", np.array(2, np.int64))])  # this token's 1-based position
+        done = g.op1("Or", [inputs["done"], self.finished(token, inputs["lim"], length)])
+        keep, cond, compact = self.compaction_test(done)
+        # before the compaction, the values the step leaves alone are still their body inputs
+        stepped = inputs | _cache_by_name("past", present)
+        stepped |= {"tok": token, "done": done, "out_tok": out_tok, "out_lp": out_lp}
+        per_row = [value for value in carried if value.per_row]
+        compacted = self.compact(compact, keep, [(value, stepped[value.name]) for value in per_row])
+        return cond, stepped | {value.name: after for value, after in zip(per_row, compacted, strict=True)}
+
+    def body_decode(self, inputs: dict[str, str]) -> tuple[str, str, str, list[tuple[str, str]]]:
+        """The decoder step inside the body (``inputs``: the body inputs by carried name): each row's last token
+        at position ``iter + 1`` ((1,)), with its past cache and the source through its cross keys/values and
+        bias. Returns the position, the token and log-probability chosen ((Ba, 1) each, Ba the rows still in
+        the loop) and each layer's grown cache."""
+        g = self.g
+        past = _cache_from_names(inputs, "past", self.cfg.n_decoder_layers)
+        cross = _cache_from_names(inputs, "cross", self.cfg.n_decoder_layers)
+        one = g.const("one1", np.ones(1, np.int64))
+        position = g.op1("Add", [g.op1("Unsqueeze", ["iter", g.const("zero1", np.zeros(1, np.int64))]), one])
+        logits, present = self.decoder_stack(inputs["tok"], past, cross, {"attention_bias": inputs["bias"]}, position)
+        token, logprob = self.pick(logits)
+        return position, token, logprob, present
+
+    def write_step(self, inputs: dict[str, str], position: str, token: str, logprob: str) -> tuple[str, str]:
+        """The full-batch buffers with this step's tokens and log-probabilities written (``ScatterND``) at each
+        row's original index and column ``position``."""
+        g = self.g
+        one = g.const("one1", np.ones(1, np.int64))
+        column = g.op1("Expand", [g.op1("Unsqueeze", [position, one]), g.op1("Shape", [token])])  # (Ba, 1)
+        index = g.op1("Concat", [g.op1("Unsqueeze", [inputs["rows"], one]), column], axis=1)  # (Ba, 2)
+        flat = g.const("minus1", np.array([-1], np.int64))
+        out_tok = g.op1("ScatterND", [inputs["out_tok"], index, g.op1("Reshape", [token, flat])])
+        out_lp = g.op1("ScatterND", [inputs["out_lp"], index, g.op1("Reshape", [logprob, flat])])
+        return out_tok, out_lp
+
+    def compaction_test(self, done: str) -> tuple[str, str, str]:
+        """From the done flags (Ba, 1): ``keep`` (Ba,) the rows not done, ``cond`` whether there is one (the loop
+        goes on) and ``compact`` whether the done rows leave the loop now (some row goes on, and at least
+        ``1 / COMPACT_EVERY`` of the rows are done)."""
+        g = self.g
+        keep = g.op1("Reshape", [g.op1("Not", [done]), g.const("minus1", np.array([-1], np.int64))])
+        active = g.op1("ReduceSum", [g.op1("Cast", [keep], to=TensorProto.INT64)], keepdims=0)
+        cond = g.op1("Greater", [active, g.const("zero", np.array(0, np.int64))])
+        rows = g.op1("Size", [keep])
+        gone = g.op1("Mul", [g.op1("Sub", [rows, active]), g.const("compact_every", np.array(COMPACT_EVERY, np.int64))])
+        compact = g.op1("And", [cond, g.op1("GreaterOrEqual", [gone, rows])])
+        return keep, cond, compact
+
+    def compact(self, compact: str, keep: str, values: list[tuple[_Carried, str]]) -> list[str]:
+        """The per-row values (each beside its carried value) through one ``If``: only their ``keep`` rows when
+        ``compact``, else unchanged; the ``If``'s outputs in ``values``' order."""
+        then_branch, else_branch = _compaction_branch(values, keep), _compaction_branch(values, None)
+        return self.g.op("If", [compact], len(values), then_branch=then_branch, else_branch=else_branch)
 
     def any_not_done(self, done: str) -> str:
         """The loop condition: some row of ``done`` (B, 1) is still false."""
