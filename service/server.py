@@ -72,6 +72,14 @@ def configure_logging(settings: Settings) -> None:
 
 
 MAX_PENDING_CALLS = 100_000
+"""gRPC core's soft cap on calls it holds before the Python server picks them up: above it, core CANCELS calls
+that waited (default about a thousand, seen as 830 CANCELLED at 4x capacity); raised so that it never acts."""
+PENDING_CALLS_HARD_LIMIT = 64
+"""gRPC core's hard cap on those calls: a call beyond it is refused at once with RESOURCE_EXHAUSTED (uncounted by
+g2p_rejected_requests_total: the Python server never sees it). Without it a flood waits in core's queue unbounded
+(open loop at 4x capacity from the C++ load generator, 30 s, one run each: accepted requests' p99 18.1 s with
+100,000; 2.2 s with 300; 1.6 s with 64; 4.4 s with 16: the runs are noisy; bench/reliability.py overload), while
+the engine's own queue wait stayed <= 1 s."""
 
 
 class G2PServer:
@@ -128,11 +136,11 @@ class G2PServer:
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-                # calls gRPC's core has accepted but this Python server has not yet picked up: beyond its default cap
-                # (about a thousand) core CANCELS them, unseen and uncounted; a flood then waits here instead and
-                # meets the engine's queue, which refuses it with RESOURCE_EXHAUSTED (bench/reliability.py overload)
+                # calls gRPC's core has accepted but this Python server has not yet picked up: never cancelled by
+                # age; beyond a small hard cap refused at once (RESOURCE_EXHAUSTED), so a flood does not wait there
+                # and meets the engine's queue, which refuses it too (bench/reliability.py overload)
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_HARD_LIMIT),
                 # clients reconnect now and then (after in-flight calls finish), so replicas added later get traffic
                 ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace_s * 1000)),

@@ -18,6 +18,11 @@
 // Before the clock starts each client sends 1 + --warmup unmeasured requests, which wait for their connection;
 // measured requests fail fast.
 //
+// --rate R --duration-s S: an open loop instead: single-word requests start at Poisson arrival times, R a second
+// for S seconds (seeded, --seed N), whatever the answers, spread over the --clients channels (asynchronous calls,
+// one completion thread); prints one JSON object: requests, wall time, CPU time, status counts and the latencies
+// (ms) of the OK answers. The client never waits for a free thread, so what it measures is the server's.
+//
 // With --words - it reads words from stdin and, for each, sends one request and answers with one line on stdout:
 // "<latency ms>\t<status code>\t<first hypothesis>", flushed: a caller can interleave these requests with its
 // own work (the service bench alternates them with in-process decodes of the same words, word by word).
@@ -34,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -70,7 +76,7 @@ std::string json_string(const std::string& s) {
 int usage(const char* msg) {
   std::cerr << "loadgen: " << msg
             << "\nusage: loadgen --target HOST:PORT --words FILE|- [--clients N] [--timeout-ms MS] [--warmup N] [--beam N]"
-               " [--summary]\n";
+               " [--summary] [--rate R --duration-s S [--seed N]]\n";
   return 2;
 }
 
@@ -80,11 +86,87 @@ struct Result {
   int code = 0;
 };
 
+struct AsyncCall {
+  grpc::ClientContext context;
+  g2p::v1::GenerateResponse response;
+  grpc::Status status;
+  std::chrono::steady_clock::time_point start;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<g2p::v1::GenerateResponse>> reader;
+};
+
+// The open loop (--rate): Poisson arrivals over `seconds`, each an asynchronous call on the next channel; one
+// thread collects the answers. Prints the JSON summary; returns 0.
+int open_loop(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const std::vector<std::string>& words,
+              double rate, double seconds, int timeout_ms, int beam, unsigned seed) {
+  std::vector<std::unique_ptr<g2p::v1::G2P::Stub>> stubs;
+  for (const auto& ch : channels) stubs.push_back(g2p::v1::G2P::NewStub(ch));
+  grpc::CompletionQueue queue;
+  std::mutex lock;
+  std::vector<double> ok_ms;
+  std::map<int, int> codes;
+  std::thread collector([&] {
+    void* tag = nullptr;
+    bool ok = false;
+    while (queue.Next(&tag, &ok)) {
+      std::unique_ptr<AsyncCall> call(static_cast<AsyncCall*>(tag));
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call->start).count();
+      const std::lock_guard<std::mutex> hold(lock);
+      ++codes[call->status.error_code()];
+      if (call->status.ok()) ok_ms.push_back(ms);
+    }
+  });
+  std::mt19937_64 rng(seed);
+  std::exponential_distribution<double> gap(rate);
+  const double cpu0 = cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  double at = gap(rng);
+  size_t sent = 0;
+  while (at < seconds) {
+    std::this_thread::sleep_until(t0 + std::chrono::duration<double>(at));
+    auto* call = new AsyncCall;
+    g2p::v1::GenerateRequest request;
+    request.add_inputs(words[sent % words.size()]);
+    if (beam > 0) request.mutable_options()->set_beam_size(beam);
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    call->start = std::chrono::steady_clock::now();
+    call->reader = stubs[sent % stubs.size()]->PrepareAsyncGenerate(&call->context, request, &queue);
+    call->reader->StartCall();
+    call->reader->Finish(&call->response, &call->status, call);
+    ++sent;
+    at += gap(rng);
+  }
+  for (;;) {  // every call answered (or past its deadline), then the queue can close
+    {
+      const std::lock_guard<std::mutex> hold(lock);
+      size_t done = 0;
+      for (const auto& [code, n] : codes) done += n;
+      if (done == sent) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  queue.Shutdown();
+  collector.join();
+  std::ostringstream lat, err;
+  for (size_t i = 0; i < ok_ms.size(); ++i) lat << (i ? "," : "") << ok_ms[i];
+  bool first = true;
+  for (const auto& [code, n] : codes) {
+    err << (first ? "" : ",") << "\"" << code << "\":" << n;
+    first = false;
+  }
+  std::cout << "{\"generator\":\"loadgen open loop (C++ grpc " << grpc::Version() << ")\",\"rate\":" << rate
+            << ",\"requests\":" << sent << ",\"wall_s\":" << wall << ",\"cpu_s\":" << cpu_seconds() - cpu0
+            << ",\"codes\":{" << err.str() << "},\"ok_latencies_ms\":[" << lat.str() << "]}\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string target, words_path;
   int clients = 1, timeout_ms = 30000, warmup = 0, beam = 0;
+  double rate = 0, duration_s = 0;
+  unsigned seed = 1;
   bool summary = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -106,6 +188,12 @@ int main(int argc, char** argv) {
       beam = std::atoi(value.c_str());
     } else if (arg == "--warmup") {
       warmup = std::atoi(value.c_str());
+    } else if (arg == "--rate") {
+      rate = std::atof(value.c_str());
+    } else if (arg == "--duration-s") {
+      duration_s = std::atof(value.c_str());
+    } else if (arg == "--seed") {
+      seed = static_cast<unsigned>(std::atol(value.c_str()));
     } else {
       return usage(("unknown argument " + arg).c_str());
     }
@@ -186,6 +274,10 @@ int main(int argc, char** argv) {
   if (warm_failed) {
     std::cerr << "loadgen: warm-up requests to " << target << " failed (above); nothing measured\n";
     return 1;
+  }
+  if (rate > 0) {
+    if (duration_s <= 0) return usage("--rate needs --duration-s > 0");
+    return open_loop(channels, words, rate, duration_s, timeout_ms, beam, seed);
   }
   reported = 0;
   std::vector<Result> results(words.size());
