@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -203,10 +203,24 @@ def _cut(tokens: np.ndarray, scores: np.ndarray, limits: np.ndarray) -> list[Hyp
 
 @dataclass
 class _Beams:
-    """Book-keeping of one source during beam search."""
+    """Book-keeping of one source during beam search.
+
+    ``live`` always holds exactly K beams, best first as ranked at the last step; a beam with logprob ``-inf`` is
+    padding (there were fewer than K finite candidates) and never yields a hypothesis. ``finished`` collects
+    hypotheses in the order they end.
+    """
 
     live: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # (tokens, logprob)
     finished: list[Hypothesis] = field(default_factory=list)
+
+
+class _Candidate(NamedTuple):
+    """One way to extend a source's beams by one token: live beam ``parent`` (0..K-1) followed by ``token``, with
+    the extended sequence's total log-probability ``score``."""
+
+    parent: int
+    token: int
+    score: float
 
 
 def beam_search(
@@ -223,70 +237,140 @@ def beam_search(
     A source is done when it holds K finished hypotheses (or hits its length limit; its live beams then
     count as unfinished).
     Done sources leave the batch, so the backend computes only what is still needed.
+
+    Layout: the state and the token fed at each step have K rows per active source, in the order of ``active``:
+    the i-th active source's beam b is row ``i * K + b``.
     """
-    k = options.beam_size
-    n = src_ids.shape[0]
+    beam_size = options.beam_size
+    n_sources = src_ids.shape[0]
     limits = options.limits(src_mask)
-    alpha = options.length_penalty
-
-    def norm(logprob: float, length: int) -> float:
-        return logprob / (max(length, 1) ** alpha) if alpha else logprob
-
     state = backend.encode(src_ids, src_mask)
-    state = backend.reorder(state, np.repeat(np.arange(n), k))  # row = src * K + beam
-    empty: tuple[int, ...] = ()
-    beams = [_Beams(live=[(empty, 0.0)] + [(empty, -np.inf)] * (k - 1)) for _ in range(n)]
-    active = list(range(n))
-    tokens = np.full(n * k, BOS_ID, dtype=np.int64)
-    t = 0
+    state = backend.reorder(state, np.repeat(np.arange(n_sources), beam_size))
+    beams = [_start(beam_size) for _ in range(n_sources)]
+    active = list(range(n_sources))
+    tokens = np.full(n_sources * beam_size, BOS_ID, dtype=np.int64)
+    t = 0  # output tokens produced so far, </s> included
     while active:
         logits, state = backend.step(tokens, state)
         t += 1
-        logp = log_softmax(logits).reshape(len(active), k, -1)  # (A, K, V)
-        vocab = logp.shape[-1]
-        live_scores = np.array([[lp for _, lp in beams[s].live] for s in active])  # (A, K)
-        cand = (live_scores[:, :, None] + logp).reshape(len(active), k * vocab)  # (A, K*V)
-        order = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * k]  # (A, 2K)
-        next_rows: list[int] = []
-        next_tokens: list[int] = []
-        still_active: list[int] = []
-        for a, src in enumerate(active):
-            b = beams[src]
-            if alive is not None and not alive(src):
-                b.finished.extend(Hypothesis(s, lp, norm(lp, t), finished=False) for s, lp in b.live if lp > -np.inf)
+        candidates = _expand(logits, [beams[source] for source in active])
+        continuing: list[tuple[int, list[int]]] = []  # (position in ``active``, parents of the new live beams)
+        for position, source in enumerate(active):
+            if alive is not None and not alive(source):
+                _give_up(beams[source], _real(beams[source].live), t, options.length_penalty)
                 continue
-            new_live: list[tuple[tuple[int, ...], float]] = []
-            parents: list[int] = []
-            for rank, flat in enumerate(order[a]):
-                score = float(cand[a, flat])
-                if score == -np.inf:
-                    break
-                parent, tok = divmod(int(flat), vocab)
-                seq = b.live[parent][0]
-                if tok == EOS_ID:
-                    if rank < k:  # an end among the K best; lower-ranked ends are dropped
-                        b.finished.append(Hypothesis(seq, score, norm(score, t)))
-                elif len(new_live) < k:
-                    new_live.append(((*seq, tok), score))
-                    parents.append(parent)
-            if len(b.finished) >= k:
-                continue
-            if t >= limits[src] or not new_live:
-                b.finished.extend(Hypothesis(s, lp, norm(lp, t), finished=False) for s, lp in new_live)
-                continue
-            while len(new_live) < k:  # fewer than K finite candidates: pad with dead beams
-                new_live.append(((), -np.inf))
-                parents.append(0)
-            b.live = new_live
-            still_active.append(src)
-            next_rows.extend(a * k + p for p in parents)
-            next_tokens.extend(seq[-1] if seq else EOS_ID for seq, _ in new_live)
-        active = still_active
+            at_limit = bool(t >= limits[source])
+            parents = _advance(beams[source], candidates[position], t, at_limit, options.length_penalty)
+            if parents is not None:
+                continuing.append((position, parents))
+        active = [active[position] for position, _ in continuing]
         if active:
-            state = backend.reorder(state, np.asarray(next_rows, dtype=np.int64))
-            tokens = np.asarray(next_tokens, dtype=np.int64)
-    results = []
-    for b in beams:
-        ranked = sorted(b.finished, key=lambda h: (not h.finished, -h.score))
-        results.append(ranked[: options.nbest])
-    return results
+            state = backend.reorder(state, _next_state_rows(continuing, beam_size))
+            tokens = _next_tokens([beams[source] for source in active])
+    return [_ranked(source_beams.finished, options.nbest) for source_beams in beams]
+
+
+def _start(beam_size: int) -> _Beams:
+    """A source before the first step: one empty beam with logprob 0 and K-1 padding beams."""
+    empty: tuple[int, ...] = ()
+    return _Beams(live=[(empty, 0.0)] + [(empty, -np.inf)] * (beam_size - 1))
+
+
+def _expand(logits: np.ndarray, active_beams: list[_Beams]) -> list[list[_Candidate]]:
+    """The best candidates of each active source, best first: the top 2K of all K*V (beam, token) extensions by
+    total log-probability (ties: the lower beam, then the lower token, first), cut before the first ``-inf``.
+
+    ``logits`` (A*K, V) holds the next-token logits of the A active sources' beams, K rows per source.
+    """
+    n_active = len(active_beams)
+    beam_size = len(active_beams[0].live)
+    logp = log_softmax(logits).reshape(n_active, beam_size, -1)  # (A, K, V)
+    vocab = logp.shape[-1]
+    live_logprob = np.array([[logprob for _, logprob in b.live] for b in active_beams])  # (A, K)
+    scores = (live_logprob[:, :, None] + logp).reshape(n_active, beam_size * vocab)  # (A, K*V)
+    best = np.argsort(-scores, axis=1, kind="stable")[:, : 2 * beam_size]  # (A, 2K) flat (beam, token) indices
+    best_scores = np.take_along_axis(scores, best, axis=1).tolist()
+    parents, tokens = np.divmod(best, vocab)
+    candidates = []
+    for source_parents, source_tokens, source_scores in zip(
+        parents.tolist(), tokens.tolist(), best_scores, strict=True
+    ):
+        ranked = []
+        for parent, token, score in zip(source_parents, source_tokens, source_scores, strict=True):
+            if score == -np.inf:
+                break
+            ranked.append(_Candidate(parent, token, score))
+        candidates.append(ranked)
+    return candidates
+
+
+def _advance(
+    beams: _Beams, candidates: list[_Candidate], t: int, at_limit: bool, length_penalty: float
+) -> list[int] | None:
+    """One step of one source, given its ``candidates`` (from ``_expand``) at output length ``t``.
+
+    An ``</s>`` among the K best candidates ends a hypothesis (appended to ``finished`` in rank order); lower
+    ranked ends are dropped. The best K other candidates become the live beams, padded to K with ``-inf`` beams.
+    Returns each new live beam's parent beam (0 for padding), or None when the source is done: it holds K
+    finished hypotheses, or it reached its length limit (``at_limit``) or has no live candidate left, and then
+    its new live beams join ``finished`` as unfinished hypotheses. A done source's ``live`` is left as it was.
+    """
+    beam_size = len(beams.live)
+    new_live: list[tuple[tuple[int, ...], float]] = []
+    parents: list[int] = []
+    for rank, candidate in enumerate(candidates):
+        prefix = beams.live[candidate.parent][0]
+        if candidate.token == EOS_ID:
+            if rank < beam_size:
+                beams.finished.append(
+                    Hypothesis(prefix, candidate.score, _normalised(candidate.score, t, length_penalty))
+                )
+        elif len(new_live) < beam_size:
+            new_live.append(((*prefix, candidate.token), candidate.score))
+            parents.append(candidate.parent)
+    if len(beams.finished) >= beam_size:
+        return None
+    if at_limit or not new_live:
+        _give_up(beams, new_live, t, length_penalty)
+        return None
+    padding = beam_size - len(new_live)
+    beams.live = new_live + [((), -np.inf)] * padding
+    return parents + [0] * padding
+
+
+def _real(live: list[tuple[tuple[int, ...], float]]) -> list[tuple[tuple[int, ...], float]]:
+    """The live beams that are not padding."""
+    return [(tokens, logprob) for tokens, logprob in live if logprob > -np.inf]
+
+
+def _give_up(beams: _Beams, live: list[tuple[tuple[int, ...], float]], t: int, length_penalty: float) -> None:
+    """End a source that stops before K hypotheses finished: its ``live`` beams join ``finished``, in order, as
+    unfinished hypotheses scored at output length ``t``."""
+    beams.finished.extend(
+        Hypothesis(tokens, logprob, _normalised(logprob, t, length_penalty), finished=False) for tokens, logprob in live
+    )
+
+
+def _normalised(logprob: float, length: int, length_penalty: float) -> float:
+    """The ranking score: ``logprob / length**length_penalty`` (length at least 1); the raw logprob for 0."""
+    return logprob / (max(length, 1) ** length_penalty) if length_penalty else logprob
+
+
+def _next_state_rows(continuing: list[tuple[int, list[int]]], beam_size: int) -> np.ndarray:
+    """For each row of the next step, the current state row it continues: the j-th continuing source, at
+    ``position`` in the current batch, gets next rows ``j * K + b`` (b = 0..K-1), and its new beam b continues
+    current row ``position * K + parents[b]``."""
+    rows = [position * beam_size + parent for position, parents in continuing for parent in parents]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _next_tokens(active_beams: list[_Beams]) -> np.ndarray:
+    """The token fed to each row at the next step: each live beam's last token (``</s>`` for padding, whose
+    output is never used), K rows per source."""
+    return np.asarray([tokens[-1] if tokens else EOS_ID for b in active_beams for tokens, _ in b.live], np.int64)
+
+
+def _ranked(finished: list[Hypothesis], nbest: int) -> list[Hypothesis]:
+    """The ``nbest`` best hypotheses: finished ones first, each group by descending score (stable: ties keep the
+    order in which they ended)."""
+    return sorted(finished, key=lambda h: (not h.finished, -h.score))[:nbest]
