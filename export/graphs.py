@@ -143,9 +143,29 @@ def export_graphs(model: Transformer, out_dir: Path, prefix: str = "") -> dict[s
                 opset_version=OPSET,
                 external_data=False,
             )
+        strip_node_metadata(path)
         check_graph(path, spec)
         paths[name] = path
     return paths
+
+
+def strip_node_metadata(path: Path) -> None:
+    """Drop torch.onnx's per-node metadata (source stack traces with line numbers, FX node text, scopes): it does
+    not change what the graph computes, and without it a graph re-exports byte-identically after code elsewhere in
+    the model's file moved."""
+    model = onnx.load(str(path))
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    onnx.save(model, str(path))
 
 
 _ONNX_TYPES = {
