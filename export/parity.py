@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,26 @@ def _random_sources(model: Transformer, batch: int, length: int, g: torch.Genera
     return ids.masked_fill(~mask, model.cfg.pad_id), mask
 
 
+def _check(
+    session: Any,
+    graph: str,
+    case: str,
+    feeds: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    atol: float,
+    rtol: float,
+) -> TensorCheck:
+    """Run ``session`` on ``feeds`` and compare every output named in ``expected``."""
+    got = session.run(list(expected), {k: v.numpy() for k, v in feeds.items()})
+    results = {n: diff(o, expected[n].numpy(), atol, rtol) for n, o in zip(expected, got, strict=True)}
+    return TensorCheck(
+        graph=graph,
+        case=case,
+        ok=all(ok for ok, _ in results.values()),
+        outputs={n: d for n, (_, d) in results.items()},
+    )
+
+
 def tensor_checks(
     model: Transformer, graph_paths: dict[str, Path], atol: float, rtol: float, providers: Sequence[str] = (CPU,)
 ) -> list[TensorCheck]:
@@ -54,17 +75,7 @@ def tensor_checks(
     checks: list[TensorCheck] = []
 
     def compare(graph: str, case: str, feeds: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-        names = list(expected)
-        got = sessions[graph].run(names, {k: v.numpy() for k, v in feeds.items()})
-        results = {n: diff(o, expected[n].numpy(), atol, rtol) for n, o in zip(names, got, strict=True)}
-        checks.append(
-            TensorCheck(
-                graph=graph,
-                case=case,
-                ok=all(ok for ok, _ in results.values()),
-                outputs={n: d for n, (_, d) in results.items()},
-            )
-        )
+        checks.append(_check(sessions[graph], graph, case, feeds, expected, atol, rtol))
 
     with torch.no_grad():
         for batch in BATCHES:
@@ -142,16 +153,8 @@ def rows_step_checks(model: Transformer, path: Path, atol: float, rtol: float) -
                          "past_mask": past_mask, "cross_k": ck, "cross_v": cv, "src_mask": mask}  # fmt: skip
                 expected = {"logits": logits, "present_k": torch.cat([past_k, new_k], 3),
                             "present_v": torch.cat([past_v, new_v], 3)}  # fmt: skip
-                got = session.run(list(expected), {k: v.numpy() for k, v in feeds.items()})
-                results = {n: diff(o, expected[n].numpy(), atol, rtol) for n, o in zip(expected, got, strict=True)}
-                checks.append(
-                    TensorCheck(
-                        graph=ROWS_STEP,
-                        case=f"batch={batch} src_len={s} past_lens={lengths.tolist()}",
-                        ok=all(ok for ok, _ in results.values()),
-                        outputs={n: d for n, (_, d) in results.items()},
-                    )
-                )
+                case = f"batch={batch} src_len={s} past_lens={lengths.tolist()}"
+                checks.append(_check(session, ROWS_STEP, case, feeds, expected, atol, rtol))
     return checks
 
 

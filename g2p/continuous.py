@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from g2p.bundle import ROWS_STEP
-from g2p.decoding import DecodeOptions, Hypothesis
+from g2p.decoding import DecodeOptions, Hypothesis, greedy_pick
 from g2p.ort_backend import OrtBackend
 from g2p.tokenization import BOS_ID, EOS_ID, pad_batch
 
@@ -314,12 +314,8 @@ def decode_joining(
 
 
 def _pick(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy choice from the logits of one step, (N, 1, V) or (N, V): the tokens and their log-probabilities,
-    computed as ``g2p.decoding.greedy_search`` does."""
-    x = np.asarray(logits, dtype=np.float32).reshape(logits.shape[0], -1)
-    best = x.argmax(axis=-1)
-    z = x - x.max(axis=-1, keepdims=True)
-    chosen = z[np.arange(len(best)), best] - np.log(np.exp(z).sum(axis=-1))
+    """``greedy_pick`` of one step's logits, (N, 1, V) or (N, V): tokens as int64."""
+    best, chosen = greedy_pick(np.asarray(logits).reshape(logits.shape[0], -1))
     return best.astype(np.int64), chosen
 
 

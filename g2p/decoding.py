@@ -74,6 +74,15 @@ class DecodeOptions:
         return np.minimum(np.ceil(self.max_len_a * src_len + self.max_len_b), self.max_len).astype(np.int64)
 
 
+def greedy_pick(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The most likely token of each row of ``logits`` (N, V) and its log-probability: the arithmetic of
+    ``log_softmax``, for the chosen tokens only. Greedy search and continuous batching both pick with this."""
+    x = logits.astype(np.float32, copy=False)
+    best = x.argmax(axis=-1)
+    z = x - x.max(axis=-1, keepdims=True)
+    return best, z[np.arange(len(best)), best] - np.log(np.exp(z).sum(axis=-1))
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float32, copy=False)
     m = x.max(axis=-1, keepdims=True)
@@ -135,10 +144,7 @@ def greedy_search(
     t = 0
     while active.size:
         logits, state = backend.step(tokens, state)
-        x = logits.astype(np.float32, copy=False)
-        best = x.argmax(axis=-1)
-        z = x - x.max(axis=-1, keepdims=True)  # the same arithmetic as log_softmax, for the chosen tokens only
-        chosen = z[np.arange(len(active)), best] - np.log(np.exp(z).sum(axis=-1))
+        best, chosen = greedy_pick(logits)
         t += 1
         ok = np.ones(len(active), dtype=bool) if alive is None else np.array([alive(int(s)) for s in active], bool)
         logprob[active[ok]] += chosen[ok]
