@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--bundle", type=Path, default=ROOT / "models" / "g2p" / "1")
     ap.add_argument("--variant", default="fused")
     ap.add_argument("--words", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=32, help="words per run (1: the per-step cost of one word)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ort_profile")
     args = ap.parse_args()
     import onnxruntime as ort
@@ -45,9 +46,9 @@ def main() -> int:
     backend = OrtBackend(args.bundle, args.variant, config=SessionConfig(intra_op_threads=1, allow_spinning=False),
                          manifest=manifest, io_binding=True)  # fmt: skip
     opts = DecodeOptions(max_len=48)
-    transcribe(backend, tok, words[:64], opts, batch_size=32)  # warm-up, unprofiled
+    transcribe(backend, tok, words[:64], opts, batch_size=args.batch)  # warm-up, unprofiled
     t = time.perf_counter()
-    transcribe(backend, tok, words, opts, batch_size=32)
+    transcribe(backend, tok, words, opts, batch_size=args.batch)
     unprofiled = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         profiled = {}
@@ -64,9 +65,9 @@ def main() -> int:
                 disabled_optimizers=info.disabled_optimizers,
             )  # fmt: skip
         backend.sessions = profiled
-        transcribe(backend, tok, words[:64], opts, batch_size=32)
+        transcribe(backend, tok, words[:64], opts, batch_size=args.batch)
         t = time.perf_counter()
-        transcribe(backend, tok, words, opts, batch_size=32)
+        transcribe(backend, tok, words, opts, batch_size=args.batch)
         wall = time.perf_counter() - t
         files = {g: Path(s.end_profiling()) for g, s in profiled.items()}
         by_graph: dict[str, float] = {}
@@ -90,7 +91,7 @@ def main() -> int:
     ops = sum(by_op.values()) * scale
     rows = sorted(((op, sec * scale) for op, sec in by_op.items()), key=lambda r: -r[1])
     lines = [
-        f"# Where the time goes: ONNX Runtime {ort.__version__}, {args.variant}, 1 thread, greedy, batch 32, "
+        f"# Where the time goes: ONNX Runtime {ort.__version__}, {args.variant}, 1 thread, greedy, batch {args.batch}, "
         f"{len(words)} words",
         "",
         f"Wall {wall:.3f} s ({len(words) / wall:.0f} words/s). Inside onnxruntime runs: {inside:.3f} s "

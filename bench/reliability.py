@@ -50,6 +50,7 @@ from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 from service.api.inference import grpc_service_pb2 as v2  # noqa: E402
 from service.api.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
 from service.client import G2PClient  # noqa: E402
+from service.server import PENDING_CALLS_HARD_LIMIT  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 WORDS = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"))
@@ -240,7 +241,10 @@ def overload(quick: bool) -> dict[str, Any]:
         time.sleep(2.0)  # the load is over: an idle server hands freed memory back within a second or so
         after = server.rss_mb()
         codes = log.codes("open") + log.codes("burst")
-        queue_bound = Settings().max_queue_size / capacity if capacity else float("nan")
+        # an accepted request waits behind at most what the two bounded queues hold: gRPC core's pending calls
+        # (PENDING_CALLS_HARD_LIMIT, not yet seen by the server) and the engine's queue (max_queue_size)
+        admitted = Settings().max_queue_size + PENDING_CALLS_HARD_LIMIT
+        queue_bound = admitted / capacity if capacity else float("nan")
         res |= {"open_loop_rps": round(rate, 1), "open_loop_s": duration, "codes": dict(codes),
                 "queue_bound_s": round(queue_bound, 3),
                 "open_codes": dict(log.codes("open")),
@@ -252,11 +256,15 @@ def overload(quick: bool) -> dict[str, Any]:
             print(f"  [info] RSS warm -> 2 s after the load: {warm:.0f} -> {after:.0f} MB", flush=True)
         else:
             check(res, "RSS after <= 1.2x warm", after <= 1.2 * warm, f"{warm:.0f} -> {after:.0f} MB")
+        p99, bound = res["p99_accepted_s"], res["queue_bound_s"]
+        detail = f"{p99} s <= (max_queue_size + pending-call cap) / capacity = {admitted} / {capacity:.1f} = {bound} s"
+        if quick:  # 5 s of load: the queues have barely filled; judged on the full run
+            print(f"  [info] accepted p99 {detail.replace('<=', 'vs')}", flush=True)
+        else:
+            check(res, "accepted requests' p99 <= queue bound", p99 <= bound, detail)
         check(res, "SERVING after", server.serving(), "health Check")
         print(
-            f"  [info] accepted requests' p99 as clients saw it {res['p99_accepted_s']} s; in the engine's queue "
-            f"(server, bucket bound) <= {res['server_queue_wait_p99_le_s']} s; a full queue drains in "
-            f"max_queue_size / capacity = {res['queue_bound_s']} s",
+            f"  [info] in the engine's queue (server, bucket bound) p99 <= {res['server_queue_wait_p99_le_s']} s",
             flush=True,
         )
     finally:

@@ -78,6 +78,25 @@ HEADROOM = 0.125
 arriving next joins at the next step instead of waiting for a row to end."""
 
 
+DECODE_NICENESS = 10
+"""The decode workers' threads run this much nicer than the rest of the process (Linux): under overload, gRPC's
+I/O threads and the RPC handlers still get the CPU to read each arriving request and answer it (queued, or refused
+at once when the queue is full), instead of requests waiting unread in the transport while decoding holds every
+core. Decoding loses nothing: the threads it yields to have little work each."""
+
+
+def _lower_priority() -> None:
+    """Make the calling thread ``DECODE_NICENESS`` nicer (a no-op where threads have no niceness of their own)."""
+    import os
+
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + DECODE_NICENESS)
+        except OSError as exc:  # not permitted or not supported here: decoding runs at the process's priority
+            log.debug("decode threads keep the process's priority: %s", exc)
+
+
 class QueueFull(RuntimeError):
     pass
 
@@ -320,6 +339,7 @@ class Engine:
             return batch
 
     def _loop(self) -> None:
+        _lower_priority()
         while True:
             batch = self._take_batch()
             if batch is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ import pytest
 
 from g2p.decoding import DecodeOptions
 from g2p.pipeline import Pronunciation
-from service.engine import Cancelled, DeadlineExceeded, Engine, EngineStopped, Job, QueueFull
+from service.engine import DECODE_NICENESS, Cancelled, DeadlineExceeded, Engine, EngineStopped, Job, QueueFull
 from service.metrics import Metrics
 
 
@@ -209,4 +210,23 @@ def test_an_idle_worker_hands_free_memory_back_once_after_work(monkeypatch):
     assert released.wait(5)
     time.sleep(0.3)
     assert len(calls) == 1  # once per idle spell, not on every wake-up
+    eng.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread niceness is a Linux feature")
+def test_decode_workers_run_nicer_than_the_rpc_threads():
+    """Under overload the RPC threads must get the CPU to read and answer (or refuse) new requests: the decode
+    workers' threads run DECODE_NICENESS nicer; the caller's thread (an RPC handler) keeps its priority."""
+    eng, model = make(workers=2), FakeModel()
+    seen: list[int] = []
+    model.on_batch = lambda words: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    model.gate.clear()
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    f1 = eng.submit(Job(model, ["a"], GREEDY))
+    f2 = eng.submit(Job(model, ["b"], DecodeOptions(beam_size=2)))
+    model.gate.set()
+    f1.result(5), f2.result(5)
+    assert seen == [min(base + DECODE_NICENESS, 19)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    assert eng.drain(5)
     eng.stop()
