@@ -218,18 +218,30 @@ DUELS = (
 )
 
 
-def serve_one(engine: str, precision: str, threads: int, words: list[str]) -> None:
-    """``--serve``: load one engine, then time one greedy batch-32 run of ``words`` per ``run`` line on stdin."""
+def serve_one(engine: str, precision: str, threads: int, words: list[str], sample: list[str]) -> None:
+    """``--serve``: load one engine, then per line on stdin time greedy decoding: ``run`` one batch-32 run of
+    ``words``; ``one`` each word of ``sample`` alone, one after another (each word's milliseconds); ``all`` the
+    sample in one call at batch 1 (the engine's workers decode different words at once)."""
     tok = G2PTokenizers.load(BUNDLE)
     with tempfile.TemporaryDirectory() as tmp:
         run = ENGINES[(engine, precision)](tok, threads, Path(tmp))
         run(words[:64], 1, 32)  # warm-up
+        run(sample[:16], 1, 1)
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
-            if line.strip() != "run":
+            command = line.strip()
+            if command == "run":
+                out, secs = timed(lambda: run(words, 1, 32))
+                reply = {"seconds": secs, "tokens": sum(len(o.split()) + 1 for o in out)}
+            elif command == "one":
+                ms = [timed(lambda w=w: run([w], 1, 1))[1] * 1e3 for w in sample]
+                reply = {"seconds": sum(ms) / 1e3, "words": len(sample), "ms": ms}
+            elif command == "all":
+                _, secs = timed(lambda: run(sample, 1, 1))
+                reply = {"seconds": secs, "words": len(sample)}
+            else:
                 break
-            out, secs = timed(lambda: run(words, 1, 32))
-            print(json.dumps({"seconds": secs, "tokens": sum(len(o.split()) + 1 for o in out)}), flush=True)
+            print(json.dumps(reply), flush=True)
 
 
 def _reply(proc: subprocess.Popen) -> dict:
@@ -240,45 +252,76 @@ def _reply(proc: subprocess.Popen) -> dict:
     raise RuntimeError(f"engine process exited with {proc.wait()}")
 
 
+Contender = tuple[str, str, int]  # engine, precision, threads
+
+
+def take_turns(a: Contender, b: Contender, command: str, rounds: int, flags: list[str]) -> dict[Contender, list[dict]]:
+    """``a`` and ``b`` loaded side by side in two ``--serve`` processes, taking turns on ``command`` (A then B in even
+    rounds, B then A in odd ones): each one's replies, round by round."""
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, __file__, "--serve", k[0], k[1], "--threads", str(k[2]), *flags],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in (a, b)
+    }
+    replies: dict[Contender, list[dict]] = {a: [], b: []}
+    try:
+        for p in procs.values():
+            _reply(p)
+        for r in range(rounds):
+            for k in (a, b) if r % 2 == 0 else (b, a):
+                proc = procs[k]
+                assert proc.stdin is not None
+                proc.stdin.write(command + "\n")
+                proc.stdin.flush()
+                replies[k].append(_reply(proc))
+    finally:
+        for p in procs.values():
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(timeout=60)
+    return replies
+
+
+def _name(k: Contender) -> str:
+    return f"{k[0]}/{k[1]} x{k[2]}"
+
+
+def _duel(a: Contender, b: Contender, speed: Callable[[dict], float], replies: dict[Contender, list[dict]]) -> dict:
+    """A's speed over B's per round (``speed`` of a reply), and their median."""
+    ratios = [speed(x) / speed(y) for x, y in zip(replies[a], replies[b], strict=True)]
+    print(f"head to head {_name(a)} vs {_name(b)}: ratios {[round(x, 3) for x in ratios]}", file=sys.stderr)
+    return {"speed": {_name(k): [speed(r) for r in replies[k]] for k in (a, b)}, "round_ratios": ratios,
+            "median_ratio": statistics.median(ratios)}  # fmt: skip
+
+
 def head_to_head(threads: int, rounds: int, quick: bool) -> dict:
-    """Each pair of ``DUELS`` loaded side by side in two processes, taking turns on the same greedy batch-32 run
-    (A then B in even rounds, B then A in odd ones); tokens/s per round and the median of the per-round ratios."""
-    out = {}
+    """Each pair of ``DUELS`` side by side (``take_turns``): the greedy batch-32 run on ``threads`` threads each
+    (tokens/s); each sample word alone on one thread each (words/s, and each engine's p50 / p99 ms per word over
+    all rounds); and batch-1 scaling: the sample at batch 1 on ``threads`` workers against one (words/s)."""
+    flags = ["--quick"] if quick else []
+    out: dict[str, dict] = {}
     for a, b in DUELS:
-        flags = ["--threads", str(threads)] + (["--quick"] if quick else [])
-        procs = {
-            k: subprocess.Popen(
-                [sys.executable, __file__, "--serve", *k, *flags],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for k in (a, b)
-        }
-        try:
-            for p in procs.values():
-                _reply(p)
-            speed: dict[tuple[str, str], list[float]] = {a: [], b: []}
-            for r in range(rounds):
-                for k in (a, b) if r % 2 == 0 else (b, a):
-                    proc = procs[k]
-                    assert proc.stdin is not None
-                    proc.stdin.write("run\n")
-                    proc.stdin.flush()
-                    res = _reply(proc)
-                    speed[k].append(res["tokens"] / res["seconds"])
-        finally:
-            for p in procs.values():
-                if p.stdin is not None:
-                    p.stdin.close()
-                p.wait(timeout=60)
-        ratios = [x / y for x, y in zip(speed[a], speed[b], strict=True)]
-        out[f"{'/'.join(a)} vs {'/'.join(b)}"] = {
-            "tokens_per_s": {"/".join(a): speed[a], "/".join(b): speed[b]},
-            "round_ratios": ratios,
-            "median_ratio": statistics.median(ratios),
-        }
-        print(f"head to head {'/'.join(a)} vs {'/'.join(b)}: ratios {[round(x, 3) for x in ratios]}", file=sys.stderr)
+        x, y = (*a, threads), (*b, threads)
+        out[f"{_name(x)} vs {_name(y)}"] = _duel(x, y, lambda r: r["tokens"] / r["seconds"],
+                                                 take_turns(x, y, "run", rounds, flags))  # fmt: skip
+    for a, b in DUELS:
+        x, y = (*a, 1), (*b, 1)
+        replies = take_turns(x, y, "one", rounds, flags)
+        duel = _duel(x, y, lambda r: r["words"] / r["seconds"], replies)
+        for k in (x, y):
+            ms = sorted(m for r in replies[k] for m in r["ms"])
+            p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+            duel[f"{_name(k)} ms per word"] = {"p50": ms[len(ms) // 2], "p99": p99}
+        out[f"batch 1: {_name(x)} vs {_name(y)}"] = duel
+    for engine in (DUELS[0][0], DUELS[0][1]):
+        x, y = (*engine, threads), (*engine, 1)
+        out[f"batch 1 scaling: {_name(x)} vs {_name(y)}"] = _duel(
+            x, y, lambda r: r["words"] / r["seconds"], take_turns(x, y, "all", rounds, flags)
+        )
     return out
 
 
@@ -303,7 +346,7 @@ def main() -> int:
         print(json.dumps(measure_one(*args.one, args.threads, words, sample)))
         return 0
     if args.serve:
-        serve_one(*args.serve, args.threads, words)
+        serve_one(*args.serve, args.threads, words, sample)
         return 0
     rows: list[Row] = []
     outputs: dict[tuple[str, str, str], list[str]] = {}
@@ -360,6 +403,10 @@ def main() -> int:
         "ort_vs_best_ct2_int8_greedy_b32": tps("onnxruntime", "int8", 32) / best_ct2("int8"),
         "ort_vs_ct2_fp32_greedy_b32_head_to_head": medians[0],
         "ort_vs_ct2_int8_greedy_b32_head_to_head": medians[1],
+        "ort_vs_ct2_fp32_greedy_b1_1_thread_head_to_head": medians[2],
+        "ort_vs_ct2_int8_greedy_b1_1_thread_head_to_head": medians[3],
+        f"ort_fused_{args.threads}_workers_vs_1_greedy_b1": medians[4],
+        f"ct2_{args.threads}_replicas_vs_1_greedy_b1": medians[5],
         "torch_onnx_graphs_vs_torch_greedy_b32": tps("onnxruntime", "fp32", 32) / tps("pytorch", "fp32", 32),
     }
     result = {
@@ -425,12 +472,7 @@ def write(result: dict, rows: list[Row], out: Path, quick: bool) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in result["achieved_gflops_greedy_b32"].items())
         + " GFLOP/s",
         "- ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items()),
-        *(
-            f"- head to head, {k} (greedy batch 32, {len(d['round_ratios'])} alternating rounds): tokens/s "
-            + "; ".join(f"{e} {', '.join(f'{x:.0f}' for x in v)}" for e, v in d["tokens_per_s"].items())
-            + f"; median ratio {d['median_ratio']:.2f}x"
-            for k, d in result["head_to_head"].items()
-        ),
+        *(_duel_line(k, d) for k, d in result["head_to_head"].items()),
         f"- run time {result['seconds']:.0f} s",
     ]
     text = "\n".join(lines) + "\n"
@@ -454,6 +496,25 @@ def write(result: dict, rows: list[Row], out: Path, quick: bool) -> None:
         ax.set_title(f"batch {batch}: tokens/s ({result['threads']} threads)")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def _duel_line(key: str, d: dict) -> str:
+    """One head-to-head as a line: what was timed, each side's speed per round, their latencies, the median ratio."""
+    what, unit = "greedy batch 32", "tokens/s"
+    if key.startswith("batch 1 scaling"):
+        what, unit = "the sample at batch 1, words decoded at once by the workers", "words/s"
+    elif key.startswith("batch 1"):
+        what, unit = "each sample word alone, 1 thread each", "words/s"
+    speeds = "; ".join(f"{e} {', '.join(f'{x:.0f}' for x in v)}" for e, v in d["speed"].items())
+    latencies = "".join(
+        f"; {k.removesuffix(' ms per word')} p50 {v['p50']:.2f} / p99 {v['p99']:.2f} ms per word"
+        for k, v in d.items()
+        if k.endswith("ms per word")
+    )
+    return (
+        f"- head to head, {key} ({what}, {len(d['round_ratios'])} alternating rounds): {unit} {speeds}{latencies}; "
+        f"median ratio {d['median_ratio']:.2f}x"
+    )
 
 
 def _color(engine: str) -> str:
