@@ -8,9 +8,9 @@
 - ``optimized``: onnxruntime's transformer optimizer (fusions that apply to our graphs) followed by ONNX
   Runtime's own extended graph optimisations, saved offline; the runtime loads it without re-optimising.
   CPU only (the saved graph may hold CPU-specific fused kernels). Gate: identical decoding vs PyTorch.
-- ``int8``: dynamic quantisation of the MatMul weights (``quantize_dynamic``). The weight format (signed,
-  signed with reduced range, unsigned) is chosen by measured logit error, and recorded. Gate: test-set WER
-  within ``int8_max_wer_increase`` points of fp32, otherwise the variant is refused and the manifest says so.
+- ``int8``: int8 MatMuls with fixed activation scales calibrated with PyTorch (``export.int8_static``), from the
+  fused graphs. Gates: test-set WER within ``int8_max_wer_increase`` points of fp32, and the parity words decoded
+  alone and in mixed batches to the same tokens; otherwise the variant is refused and the manifest says so.
 - ``fp16``: float16 weights and float16 memory/caches/logits for the CUDA execution provider. Checked
   structurally here; its parity/speed check needs an NVIDIA GPU (``bench/gpu_check.py``).
 """
@@ -20,24 +20,22 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 
 from export.graphs import check_graph
 from export.options import ExportOptions, held_out_words
 from export.parity import decode_check, rows_decode_check, rows_step_checks, tensor_checks
-from g2p.bundle import DECODER_STEP, GRAPH_NAMES, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
+from g2p.bundle import GRAPH_NAMES, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
 from g2p.lexicon import read_test_split
 from g2p.metrics import error_rates
-from g2p.ort_backend import CPU, CUDA, OrtBackend, SessionConfig
+from g2p.ort_backend import CPU, CUDA, OrtBackend
 from g2p.pipeline import transcribe
 from g2p.tokenization import G2PTokenizers
 from training.model import Transformer
@@ -191,70 +189,6 @@ def _gate_error(name: str, checks: list[DecodeCheck]) -> Exception:
 # ---------------------------------------------------------------------------------------------------------
 # int8
 # ---------------------------------------------------------------------------------------------------------
-INT8_CANDIDATES: dict[str, dict[str, Any]] = {  # in order of preference: the u8 x s8 product is native (VNNI)
-    "qint8": {"weight_type": "QInt8", "reduce_range": False},
-    "qint8_reduce_range": {"weight_type": "QInt8", "reduce_range": True},
-    "quint8": {"weight_type": "QUInt8", "reduce_range": False},
-}
-
-
-def _quantize(src: Path, dst: Path, setting: dict[str, Any]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=getattr(QuantType, setting["weight_type"]),
-        reduce_range=setting["reduce_range"],
-        op_types_to_quantize=["MatMul"],
-        # the fused graphs' contrib ops have no ONNX shape inference: their outputs are float
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "EnableSubgraph": True},
-    )
-    _fix_subgraph_casts(dst)
-
-
-def _fix_subgraph_casts(path: Path) -> None:
-    """onnxruntime's quantizer writes the int32 -> float Cast after each MatMulInteger of a subgraph (the greedy
-    graph's Loop body) with ``to`` undefined (0): every quantised MatMul here is float32, so set it."""
-    model = onnx.load(str(path))
-    changed = 0
-
-    def visit(graph: onnx.GraphProto) -> None:
-        nonlocal changed
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-            if node.op_type == "Cast" and node.name.endswith("_quantized_cast"):
-                for attr in node.attribute:
-                    if attr.name == "to" and attr.i == onnx.TensorProto.UNDEFINED:
-                        attr.i = onnx.TensorProto.FLOAT
-                        changed += 1
-
-    visit(model.graph)
-    if changed:
-        onnx.save(model, str(path))
-
-
-def _logit_error(fp32_step: Path, quant_step: Path, manifest: Manifest) -> float:
-    """Max |logit difference| of the decoder step on a fixed random batch."""
-    cfg = manifest.model_config_
-    rng = np.random.default_rng(0)
-    n, s, p = 16, 9, 5
-    layers, heads, dh = cfg["n_decoder_layers"], cfg["n_heads"], cfg["d_model"] // cfg["n_heads"]
-    feeds = {
-        "tgt_ids": rng.integers(4, cfg["tgt_vocab_size"], (n, 1)).astype(np.int64),
-        "past_k": rng.standard_normal((layers, n, heads, p, dh)).astype(np.float32),
-        "past_v": rng.standard_normal((layers, n, heads, p, dh)).astype(np.float32),
-        "cross_k": rng.standard_normal((layers, n, heads, s, dh)).astype(np.float32),
-        "cross_v": rng.standard_normal((layers, n, heads, s, dh)).astype(np.float32),
-        "src_mask": np.ones((n, s), dtype=bool),
-    }
-    a = ort.InferenceSession(str(fp32_step), providers=[CPU]).run(["logits"], feeds)[0]
-    b = ort.InferenceSession(str(quant_step), providers=[CPU]).run(["logits"], feeds)[0]
-    return float(np.abs(a - b).max())
-
-
 def test_wer(backend: Backend, tok: G2PTokenizers, words: list[str], refs: dict[str, list[list[str]]],
              max_len: int) -> float:  # fmt: skip
     out = transcribe(backend, tok, words, DecodeOptions(beam_size=1, max_len=max_len))
@@ -262,89 +196,103 @@ def test_wer(backend: Backend, tok: G2PTokenizers, words: list[str], refs: dict[
     return error_rates(hyps, {w: refs[w] for w in words}, stress=False).wer
 
 
-def _words_per_s(backend: Backend, tok: G2PTokenizers, words: list[str], max_len: int) -> float:
-    """Greedy words/s at batch 32 (best of two runs), one thread: how the int8 formats compare on this CPU."""
-    opts = DecodeOptions(beam_size=1, max_len=max_len)
-    transcribe(backend, tok, words[:32], opts, batch_size=32)
-    best = float("inf")
-    for _ in range(2):
-        t = time.perf_counter()
-        transcribe(backend, tok, words, opts, batch_size=32)
-        best = min(best, time.perf_counter() - t)
-    return len(words) / best
+CALIBRATION_WORDS = 2000
+CALIBRATION_SEED = 0
+
+
+def calibration_batches(tok: G2PTokenizers, exclude: set[str]) -> list[tuple[Any, Any, Any]]:
+    """Teacher-forced batches of ``CALIBRATION_WORDS`` CMU dictionary entries (a seeded sample, none of ``exclude``:
+    the test words) for ``export.int8_static.calibrate``."""
+    import random
+
+    from g2p.lexicon import read_cmudict
+    from training.data import collate, encode_entries
+    from training.train import encodable
+
+    entries = read_cmudict()
+    random.Random(CALIBRATION_SEED).shuffle(entries)
+    chosen = []
+    for word, pron in entries:
+        if word not in exclude and encodable(tok, word, [pron]):
+            chosen.append((word, pron))
+            if len(chosen) == CALIBRATION_WORDS:
+                break
+    examples = encode_entries(tok, chosen)
+    batches = [collate(examples[i : i + 64]) for i in range(0, len(examples), 64)]
+    return [(b.src, b.src_mask, b.tgt_in) for b in batches]
+
+
+def batch_invariance_check(
+    label: str, backend: Backend, tok: G2PTokenizers, words: list[str], max_len: int
+) -> DecodeCheck:
+    """Greedy tokens of each word decoded alone against the same word in batches of 32 mixed words (a seeded
+    shuffle): a served answer must not depend on who else is batched."""
+    import random
+
+    from export.parity import same_outputs
+
+    options = DecodeOptions(beam_size=1, max_len=max_len)
+    alone = [r[0].phonemes for r in transcribe(backend, tok, words, options, batch_size=1)]
+    mixed = random.Random(0).sample(range(len(words)), len(words))
+    batched: dict[int, tuple[str, ...]] = {}
+    for s in range(0, len(mixed), 32):
+        chunk = mixed[s : s + 32]
+        out = transcribe(backend, tok, [words[i] for i in chunk], options, batch_size=32)
+        batched |= {i: r[0].phonemes for i, r in zip(chunk, out, strict=True)}
+    return same_outputs(label, 1, words, alone, [batched[i] for i in range(len(words))])
 
 
 def int8_variant(ctx: VariantContext) -> VariantResult:
-    """Dynamic int8 quantisation of the MatMul weights. Every weight format is quantised, timed on this CPU and its
-    decoder step's logit error measured (all recorded); the first in the order of ``INT8_CANDIDATES`` that passes
-    the accuracy gate (test-set WER within the allowed increase over fp32) is kept: u8 x s8 is the native VNNI
-    product, reduce_range avoids overflow on CPUs without VNNI, u8 x u8 needs extra work. (Choosing by this run's
-    timing made the bundle depend on the exporting machine's load: qint8 was 2,638 words/s on a quiet run and 506
-    on a loaded one, against 2,329 and 1,058 for qint8_reduce_range.)"""
-    staging, paths, tok, manifest, opts, log = ctx.staging, ctx.paths, ctx.tok, ctx.manifest, ctx.opts, ctx.log
-    words = held_out_words(opts.words_file, opts.int8_eval_words, set(tok.source_alphabet()))
+    """int8 with fixed activation scales (``export.int8_static``), built from the fused graphs: activation ranges
+    calibrated with PyTorch on CMU dictionary words that are not test words, weights per column. Gates: test-set
+    WER within ``int8_max_wer_increase`` of fp32, and every parity word decoded alone and in mixed batches of 32
+    to the same tokens (which makes the variant servable: ``batch_invariant`` in its details). (The dynamic
+    quantisation used before took one activation scale per batch tensor: 982-990 of 1,000 test words identical
+    alone vs batched.)"""
+    from export.graphs import ExportError
+    from export.int8_static import calibrate, quantize_graph_file
+
+    staging, tok, manifest, opts, log = ctx.staging, ctx.tok, ctx.manifest, ctx.opts, ctx.log
+    if ctx.fused is None:
+        raise ExportError("the int8 variant is built from the fused graphs: export with --variants fused int8")
     refs = {w: [p.split() for p in prons] for w, prons in read_test_split(opts.words_file).items()}
+    words = held_out_words(opts.words_file, opts.int8_eval_words, set(tok.source_alphabet()))
     max_len = manifest.limits.max_target_len
-    timing_words = words[:: max(len(words) // 500, 1)][:500]
-    single = SessionConfig(intra_op_threads=1, allow_spinning=False)
-    candidates: dict[str, VariantInfo] = {}
-    errors, speed = {}, {}
-    source = ctx.fused if ctx.fused is not None else paths  # the fused graphs when they passed: faster
-    source = {g: p for g, p in source.items() if g != ROWS_STEP}  # int8 is never served: no continuous batching
-    for key, setting in INT8_CANDIDATES.items():
-        files = {}
-        for graph, src in source.items():
-            dst = staging / f"int8-{key}_{graph}.onnx"
-            _quantize(src, dst, setting)
-            files[graph] = dst.name
-        errors[key] = _logit_error(paths[DECODER_STEP], staging / files[DECODER_STEP], manifest)
-        session = {"session": FUSED_SESSION} if ctx.fused else {}
-        candidates[key] = VariantInfo(files=files, providers=[CPU], notes="", details=session)
-        backend = OrtBackend(
-            staging, "int8", [CPU], config=single, manifest=_with_variant(manifest, "int8", candidates[key])
-        )
-        speed[key] = round(_words_per_s(backend, tok, timing_words, max_len), 1)
-    log(f"int8 weight formats: greedy words/s (1 thread) {speed}; max logit error of the decoder step {errors}")
+    ranges = calibrate(ctx.model, calibration_batches(tok, set(refs)))
+    files, rewritten = {}, {}
+    for graph, src in ctx.fused.items():
+        if graph == ROWS_STEP:  # continuous batching stays fp32 (fused)
+            continue
+        dst = staging / f"int8_{graph}.onnx"
+        rewritten[graph] = quantize_graph_file(src, dst, ranges)
+        files[graph] = dst.name
+    info = VariantInfo(
+        files=files,
+        providers=[CPU],
+        notes="int8 MatMuls with fixed activation scales (calibrated on CMU dictionary words that are not test "
+        "words) and per-column weight scales, built from the fused graphs: a word's answer does not depend on its "
+        "batch-mates",
+        details={"session": FUSED_SESSION, "quantised_from": "fused", "scheme": "static",
+                 "calibration": {"words": CALIBRATION_WORDS, "seed": CALIBRATION_SEED, "source": "cmudict minus "
+                                 "the test words"}, "quantised_matmuls": rewritten},
+    )  # fmt: skip
+    m8 = _with_variant(manifest, "int8", info)
     fp32 = OrtBackend(staging, "fp32", [CPU], config=opts.threads, manifest=manifest)
-    wer32 = test_wer(fp32, tok, words, refs, max_len)
-    chosen, checks, gate = None, [], {}
-    # in the fixed order of INT8_CANDIDATES (not by this run's timing, which a loaded machine turns around: the
-    # same checkpoint then re-exports to the same bundle); the first that passes the gate is kept
-    order = list(INT8_CANDIDATES)
-    for key in order:
-        info = candidates[key]
-        int8 = OrtBackend(staging, "int8", [CPU], config=opts.threads, manifest=_with_variant(manifest, "int8", info))
-        wer8 = test_wer(int8, tok, words, refs, max_len)
-        ok = wer8 <= wer32 + opts.int8_max_wer_increase
-        gate[key] = round(wer8, 3)
-        checks.append(DecodeCheck(variant="int8", beam_size=1, words=len(words), identical=0, ok=ok,
-                                  wer=round(wer8, 3), reference_wer=round(wer32, 3)))  # fmt: skip
-        log(f"int8 gate ({key}): WER {wer8:.2f} vs fp32 {wer32:.2f} on {len(words)} words -> "
-            f"{'accepted' if ok else 'refused'}")  # fmt: skip
-        if ok:
-            chosen = key
-            info.details = {"choice": key, "setting": INT8_CANDIDATES[key], "words_per_s_1_thread": speed,
-                            "logit_error": errors, "wer": round(wer8, 3), "fp32_wer": round(wer32, 3),
-                            "words": len(words), "gate_wer_by_format": gate}  # fmt: skip
-            break
-    for key, info in candidates.items():  # keep only the chosen graphs, under their final names
-        for graph, name in info.files.items():
-            if key == chosen:
-                (staging / name).rename(staging / f"int8_{graph}.onnx")
-            else:
-                (staging / name).unlink()
-    if chosen is None:  # refused: the bundle goes on without int8; the manifest's checks say why
+    int8 = OrtBackend(staging, "int8", [CPU], config=opts.threads, manifest=m8)
+    wer32, wer8 = test_wer(fp32, tok, words, refs, max_len), test_wer(int8, tok, words, refs, max_len)
+    gate = DecodeCheck(variant="int8", beam_size=1, words=len(words), identical=0,
+                       ok=wer8 <= wer32 + opts.int8_max_wer_increase, wer=round(wer8, 3),
+                       reference_wer=round(wer32, 3))  # fmt: skip
+    log(f"int8 gate: WER {wer8:.2f} vs fp32 {wer32:.2f} on {len(words)} words -> {'ok' if gate.ok else 'refused'}")
+    invariant = batch_invariance_check("int8 (alone vs batched)", int8, tok, ctx.words, max_len)
+    log(f"int8 alone vs in mixed batches of 32: {invariant.identical}/{invariant.words} identical")
+    checks = [gate, invariant]
+    if not all(c.ok for c in checks):  # refused: the bundle goes on without int8; the manifest's checks say why
+        for f in files.values():
+            (staging / f).unlink()
         return VariantResult("int8", None, checks)
-    final = candidates[chosen]
-    final.files = {graph: f"int8_{graph}.onnx" for graph in source}
-    final.notes = (
-        f"dynamic int8 quantisation of MatMul weights ({chosen}) of the {'fused' if ctx.fused else 'fp32'} graphs: "
-        "the first format in the order of preference (qint8, qint8_reduce_range, quint8) that passed the WER gate"
-    )
-    final.details["quantised_from"] = "fused" if ctx.fused else "fp32"
-    if ctx.fused:
-        final.details["session"] = FUSED_SESSION
-    return VariantResult("int8", final, checks[-1:])
+    info.details |= {"wer": round(wer8, 3), "fp32_wer": round(wer32, 3), "words": len(words), "batch_invariant": True}
+    return VariantResult("int8", info, checks)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -140,10 +140,11 @@ class ModelVersion:
 
 def choose_variant(setting: str, manifest: Manifest, gpu: bool) -> str:
     """``auto``: the ``fused`` graphs on the CPU where the bundle has them (same outputs as fp32, faster), else
-    ``fp32``; any other value is taken as given, except a variant whose answers depend on the batch
-    (``NOT_BATCH_INVARIANT``: ``BundleError``)."""
+    ``fp32``; any other value is taken as given, except a variant whose answers may depend on the batch
+    (``NOT_BATCH_INVARIANT``, unless the manifest marks it ``batch_invariant``: ``BundleError``)."""
     variant = setting if setting != "auto" else "fused" if not gpu and "fused" in manifest.variants else "fp32"
-    if variant in NOT_BATCH_INVARIANT:
+    info = manifest.variants.get(variant)
+    if variant in NOT_BATCH_INVARIANT and not (info is not None and info.details.get("batch_invariant") is True):
         raise BundleError(f"variant {variant!r} is not served (G2P_VARIANT): {NOT_BATCH_INVARIANT[variant]}")
     return variant
 

@@ -21,10 +21,12 @@ RPC_RESERVE = 16
 
 
 NOT_BATCH_INVARIANT = {
-    "int8": "its dynamic activation quantisation takes one scale per tensor, i.e. per batch, so a word's output "
-    "depends on the other words batched with it (990 of 1,000 test words identical alone vs in a batch of 32)",
+    "int8": "this bundle's int8 quantises activations dynamically, one scale per tensor, i.e. per batch, so a "
+    "word's output depends on the other words batched with it (990 of 1,000 test words identical alone vs in a "
+    "batch of 32); bundles exported since fixed activation scales mark their int8 batch_invariant and serve it",
 }
-"""Variants the service refuses to serve: a served answer must not depend on who else is batched."""
+"""Variants the service refuses to serve unless the bundle's manifest marks them ``batch_invariant`` (their export
+checked that each word decodes alone as in a batch): a served answer must not depend on who else is batched."""
 
 
 class SettingsError(ValueError):
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
     variant: str = Field(
         "auto",
         description="which graphs of the bundle serve: auto (fused on the CPU when the bundle has it, else fp32), "
-        "fp32, fused, optimized, fp16 (fp16 wants cuda); never int8 (see NOT_BATCH_INVARIANT)",
+        "fp32, fused, optimized, int8 (when the bundle marks it batch_invariant), fp16 (fp16 wants cuda)",
     )
     max_loaded_versions: int = Field(2, ge=1, le=16, description="newest READY versions kept loaded")
     watch_interval_s: float = Field(2.0, ge=0.0, description="poll the repository for new versions; 0 = off")
@@ -206,15 +208,6 @@ class Settings(BaseSettings):
         description="close client connections after this long (gracefully), so that clients balancing "
         "over several replicas (round robin on DNS) spread onto replicas that started later",
     )
-
-    @field_validator("variant")
-    @classmethod
-    def _batch_invariant(cls, v: str) -> str:
-        if v in NOT_BATCH_INVARIANT:
-            raise ValueError(
-                f"the {v} variant is not served: {NOT_BATCH_INVARIANT[v]}; serve auto (fused on the CPU) or fp32"
-            )
-        return v
 
     @field_validator("model_name")
     @classmethod
