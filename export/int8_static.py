@@ -25,8 +25,6 @@ from onnx import helper, numpy_helper
 from training.model import Transformer
 
 MS = "com.microsoft"
-MARGIN = 1.0
-"""Calibrated ranges are used as measured (inputs outside them saturate: deterministic either way)."""
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -76,8 +74,9 @@ def module_of(weight: str) -> str | None:
 
 
 def activation_qparams(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
-    """uint8 scale and zero point of the range [lo, hi] (widened to hold 0, so zero is exact)."""
-    lo, hi = min(lo * MARGIN, 0.0), max(hi * MARGIN, 0.0)
+    """uint8 scale and zero point of the calibrated range [lo, hi] (widened to hold 0, so zero is exact; inputs
+    outside it saturate, the same way whatever the batch)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = (hi - lo) / 255.0 or 1.0
     zero = int(np.clip(round(-lo / scale), 0, 255))
     return np.float32(scale), np.uint8(zero)
