@@ -14,7 +14,7 @@ fused graphs name each weight after its module (``export.fused``), which is how 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ def calibrate(model: Transformer, batches: Iterable[Batch]) -> dict[str, tuple[f
     ranges: dict[str, tuple[float, float]] = {}
     hooks = []
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...]], None]:
         def record(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach()
             lo, hi = float(x.min()), float(x.max())
@@ -98,7 +98,7 @@ def quantize_graph_file(src: Path, dst: Path, ranges: dict[str, tuple[float, flo
     added: dict[str, onnx.TensorProto] = {}
     rewritten = 0
 
-    def const(name: str, value: np.ndarray) -> str:
+    def const(name: str, value: np.ndarray | np.generic) -> str:
         if name not in added:
             added[name] = numpy_helper.from_array(np.asarray(value), name)
         return name
@@ -118,7 +118,7 @@ def quantize_graph_file(src: Path, dst: Path, ranges: dict[str, tuple[float, flo
                 if attr.type == onnx.AttributeProto.GRAPH:
                     visit(attr.g)
             weight = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
-            module = module_of(weight) if weight in inits else None
+            module = module_of(weight) if weight is not None and weight in inits else None
             if weight is None or module is None or module not in ranges:
                 nodes.append(node)
                 continue
