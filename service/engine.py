@@ -42,6 +42,7 @@ import ctypes
 import ctypes.util
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -82,13 +83,13 @@ DECODE_NICENESS = 10
 """The decode workers' threads run this much nicer than the rest of the process (Linux): under overload, gRPC's
 I/O threads and the RPC handlers still get the CPU to read each arriving request and answer it (queued, or refused
 at once when the queue is full), instead of requests waiting unread in the transport while decoding holds every
-core. Decoding loses nothing: the threads it yields to have little work each."""
+core. Below saturation nothing changes (the threads it yields to have little work each); under a flood fewer
+requests are accepted, each answered sooner (docs/notes/2026-11-30-decode-niceness.md). With ``intra_op_threads``
+> 1, onnxruntime's own pool threads keep the process's priority."""
 
 
 def _lower_priority() -> None:
     """Make the calling thread ``DECODE_NICENESS`` nicer (a no-op where threads have no niceness of their own)."""
-    import os
-
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
         try:
             tid = threading.get_native_id()
