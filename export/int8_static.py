@@ -25,6 +25,10 @@ from onnx import helper, numpy_helper
 from training.model import Transformer
 
 MS = "com.microsoft"
+WEIGHT_MAX = 63
+"""Weights are 7-bit (-63..63): x86 CPUs without VNNI multiply u8 x s8 with VPMADDUBSW, which adds two products
+in a saturating int16; 255 x 63 x 2 stays below 32,767 (255 x 127 x 2 does not: a wrong sum, seen as an error of
+4.2 on a 16-wide product in tests/test_int8_static.py)."""
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -83,10 +87,10 @@ def activation_qparams(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
 
 
 def weight_qparams(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per output column symmetric int8: (int8 weights, float32 column scales)."""
-    scale = np.abs(w).max(axis=0) / 127.0
+    """Per output column symmetric, ``WEIGHT_MAX`` levels each side: (int8 weights, float32 column scales)."""
+    scale = np.abs(w).max(axis=0) / WEIGHT_MAX
     scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    q = np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
     return q, scale
 
 
