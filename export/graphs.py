@@ -149,22 +149,24 @@ def export_graphs(model: Transformer, out_dir: Path, prefix: str = "") -> dict[s
     return paths
 
 
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the graphs inside its nodes (Loop bodies, If branches), depth first."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from all_nodes(sub)
+
+
 def strip_node_metadata(path: Path) -> None:
     """Drop torch.onnx's per-node metadata (source stack traces with line numbers, FX node text, scopes): it does
     not change what the graph computes, and without it a graph re-exports byte-identically after code elsewhere in
     the model's file moved."""
     model = onnx.load(str(path))
-
-    def visit(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            del node.metadata_props[:]
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                for sub in attr.graphs:
-                    visit(sub)
-
-    visit(model.graph)
+    for node in all_nodes(model.graph):
+        del node.metadata_props[:]
     onnx.save(model, str(path))
 
 

@@ -22,6 +22,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from export.graphs import all_nodes
 from training.model import Transformer
 
 MS = "com.microsoft"
@@ -148,7 +149,7 @@ def quantize_graph_file(src: Path, dst: Path, ranges: dict[str, tuple[float, flo
         graph.node.extend(nodes)
 
     visit(model.graph)
-    used = {i for n in _all_nodes(model.graph) for i in n.input}
+    used = {i for n in all_nodes(model.graph) for i in n.input}
     kept = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept + [t for name, t in added.items() if name in used])
@@ -164,11 +165,3 @@ def quantize_graph_file(src: Path, dst: Path, ranges: dict[str, tuple[float, flo
 
 def _is_graph_output(graph: onnx.GraphProto, name: str) -> bool:
     return any(o.name == name for o in graph.output)
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
