@@ -494,6 +494,7 @@ class Engine:
         # rows are checked just before that run, and its jobs once more after it. A batch over its memory share
         # runs in chunks, one after the other.
         results: list[list[Pronunciation]] = [[] for _ in words]
+        began = time.perf_counter()
         for chunk in self._chunks(model, words, options):
             part = model.transcribe(
                 [words[i] for i in chunk],
@@ -504,6 +505,7 @@ class Engine:
             )
             for i, r in zip(chunk, part, strict=True):
                 results[i] = r
+        self.metrics.batch_time.observe(time.perf_counter() - began)
         if self.memory_share and batch_bytes(model, len(words), max(map(len, words)), options) >= (RELEASE_AFTER_BYTES):
             release_memory()
         tokens = sum(len(r[0].phonemes) + 1 for r in results if r)
@@ -561,10 +563,12 @@ class _RowSession:
         """Drop dead jobs, admit waiting words round-robin over the jobs while rows are free, run one step."""
         for job in [j for j in self.left if not j.alive()]:
             self._drop(job)
+        began = time.perf_counter()
         ended = self._admit()
         if self.rows.live:
             self.engine.metrics.batch_size.observe(self.rows.live)
             ended += self.rows.step()
+            self.engine.metrics.batch_time.observe(time.perf_counter() - began)
         for e in ended:
             job, i = cast(tuple[Job, int], e.key)
             if job in self.left:

@@ -28,6 +28,12 @@ class Metrics:
             "g2p_queue_time_seconds", "time a request waited for its batch", buckets=LATENCY_BUCKETS, registry=r
         )
         self.batch_size = Histogram("g2p_batch_size", "inputs decoded together", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_time = Histogram(
+            "g2p_batch_seconds",
+            "time one batch took to decode (continuous scheduling: one step, newcomers' admission included)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("g2p_generated_tokens", "output tokens generated (incl. end tokens)", registry=r)
         self.queue_depth = Gauge("g2p_queue_depth", "requests waiting for a batch", registry=r)
         self.rejected = Counter("g2p_rejected_requests", "requests refused because the queue was full", registry=r)

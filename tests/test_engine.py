@@ -69,6 +69,9 @@ def test_concurrent_jobs_share_a_batch_and_keep_their_order():
     ]
     assert model.batches[1] == ["x", "xx", "y", "yy", "z", "zz"]  # one batch for the three waiting jobs
     eng.stop()
+    sample = eng.metrics.registry.get_sample_value
+    assert sample("g2p_batch_seconds_count") == len(model.batches) == 2  # one decode time per batch
+    assert sample("g2p_batch_size_count") == 2 and sample("g2p_batch_seconds_sum") > 0
 
 
 def test_different_options_are_not_mixed():
