@@ -169,7 +169,7 @@ def test_results_build_their_tokens_on_demand_and_stay_immutable():
         r.text = "other"  # type: ignore[misc]
 
 
-def test_from_bundle_decodes_batches_of_texts_on_its_multithreaded_session_with_the_same_answers():
+def test_from_bundle_splits_batches_of_texts_among_its_sessions_with_the_same_answers():
     from conftest import ROOT
 
     from g2p.text.phonemizer import MANY_WORDS
@@ -177,8 +177,8 @@ def test_from_bundle_decodes_batches_of_texts_on_its_multithreaded_session_with_
     g = Phonemizer.from_bundle(ROOT / "models" / "g2p" / "1")
     assert g.model is not None
     words = [f"zorb{'a' * i}lex" for i in range(MANY_WORDS + 4)]
-    together = g.model(words)  # the multi-threaded session, made now
-    alone = [g.model([w])[0] for w in words]  # the 1-thread session
+    together = g.model(words)  # split between two sessions decoding at once (the second made now)
+    alone = [g.model([w])[0] for w in words]  # one session
     assert [p for p, _ in together] == [p for p, _ in alone]
     texts = [f"The {w} walked." for w in words]
     assert [r.phonemes() for r in g(texts)] == [g(t).phonemes() for t in texts]

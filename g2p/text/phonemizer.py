@@ -45,8 +45,8 @@ KEPT_PRONS = 50_000
 """At most this many lexicon words' pronunciations are kept across calls (about 10 MB; then they are made anew)."""
 
 MANY_WORDS = 16
-"""A model call of this many words or more (a batch of texts) decodes on :meth:`Phonemizer.from_bundle`'s
-multi-threaded session; fewer (one text's unknown words: 1.7 on average on the fortunes) on one thread."""
+"""A model call of this many words or more (a batch of texts) is split among :meth:`Phonemizer.from_bundle`'s
+sessions, decoding at once; fewer (one text's unknown words: 1.7 on average on the fortunes) go to one session."""
 
 ModelAnswer = tuple[tuple[str, ...], float]
 ModelFn = Callable[[Sequence[str]], Sequence[ModelAnswer]]
@@ -269,48 +269,48 @@ class Phonemizer:
         self._kept: tuple[Lexicon, dict[str, WordPron], dict[str, WordPron]] | None = None
 
     @classmethod
-    def from_bundle(
-        cls, path: str | Path, variant: str = "auto", threads: int = 2, spinning: bool = False
-    ) -> Phonemizer:
+    def from_bundle(cls, path: str | Path, variant: str = "auto", threads: int = 2) -> Phonemizer:
         """In process, on ONNX Runtime's CPU provider: the bundle's lexicon (if it has one) and model.
 
         A call's unknown words decode on a session of 1 intra-op thread (the server's per-worker sessions); a call
-        of at least :data:`MANY_WORDS` words (a batch of texts) on a second session of ``threads`` threads, made on
-        the first such call. ``spinning``: those threads busy-wait between operators (fastest on idle cores, a
-        loss on shared ones). Both sessions give the same answers. Measured on 2 cores shared with a training run
-        (A/B in one process): single-word calls, 1 thread 15.6 ms median vs 2 spinning threads 18.5 (2 not
-        spinning: 17.8); 100-word calls, 266 ms, 452, 271; 1,000 fortunes one text per call, 3.1-3.5 s with 1
-        thread vs 7.9-9.4 s with 2 spinning (their spinning took the CPU the text stages between calls need)."""
+        of at least :data:`MANY_WORDS` words (a batch of texts) is split among ``threads`` such sessions decoding
+        at once (made on the first such call; ``g2p.pipeline.ParallelTranscriber``). All give the same answers.
+        Measured on 2 cores (A/B in one process, 992 test words in calls of 31, 4 rounds): 2 sessions of 1 thread
+        1.16 s median against 1 session of 2 threads 1.40 s (1.20x); earlier, with a training run beside it:
+        single-word calls, 1 thread 15.6 ms median vs 2 threads 17.8 (18.5 spinning), and one text per call
+        (1,000 fortunes) 3.1-3.5 s with 1 thread vs 7.9-9.4 s with 2 spinning threads (their spinning took the CPU
+        the text stages between calls need): hence one thread per session and no spinning."""
         import threading
 
         from g2p.bundle import verify_bundle
         from g2p.decoding import DecodeOptions
         from g2p.ort_backend import CPU, OrtBackend, SessionConfig
-        from g2p.pipeline import transcribe
+        from g2p.pipeline import ParallelTranscriber, transcribe
         from g2p.tokenization import G2PTokenizers
 
         d = Path(path)
         manifest = verify_bundle(d)
         name = variant if variant != "auto" else ("fused" if "fused" in manifest.variants else "fp32")
-        one = OrtBackend(
-            d, name, [CPU], config=SessionConfig(intra_op_threads=1, allow_spinning=False), manifest=manifest
-        )
-        many: list[OrtBackend] = [] if threads > 1 else [one]
+        config = SessionConfig(intra_op_threads=1, allow_spinning=False)
+
+        def session() -> OrtBackend:
+            return OrtBackend(d, name, [CPU], config=config, manifest=manifest)
+
+        one = session()
+        many: list[ParallelTranscriber] = []
         made = threading.Lock()
         tok = G2PTokenizers.load(d)
         options = DecodeOptions(beam_size=1, max_len=manifest.limits.max_target_len)
 
-        def backend(n: int) -> OrtBackend:
-            if n < MANY_WORDS:
-                return one
-            with made:
-                if not many:
-                    config = SessionConfig(intra_op_threads=threads, allow_spinning=spinning)
-                    many.append(OrtBackend(d, name, [CPU], config=config, manifest=manifest))
-            return many[0]
-
         def model(words: Sequence[str]) -> list[ModelAnswer]:
-            return [(r[0].phonemes, r[0].score) for r in transcribe(backend(len(words)), tok, words, options)]
+            if threads < 2 or len(words) < MANY_WORDS:
+                results = transcribe(one, tok, words, options)
+            else:
+                with made:
+                    if not many:
+                        many.append(ParallelTranscriber([one, *(session() for _ in range(threads - 1))]))
+                results = many[0].transcribe(tok, words, options, batch_size=-(-len(words) // threads))
+            return [(r[0].phonemes, r[0].score) for r in results]
 
         lexicon = read_lexicon_file(d / manifest.lexicon_file) if manifest.lexicon_file else None
         return cls(lexicon, model, manifest.limits.max_word_chars)
