@@ -618,8 +618,9 @@ def report(r: dict) -> str:
         "",
         f"- A call is one text, except in the {BATCH}-texts row ({batched['calls']} calls over the rounds: the "
         f"API takes a list of texts and sends all their unknown words to the model as one batch); g2p_en takes one "
-        f"text per call. Ours in process: `Phonemizer.from_bundle` as shipped (variant fused, 1 intra-op thread, "
-        f"no spinning: the server's per-worker sessions).",
+        f"text per call. Ours in process: `Phonemizer.from_bundle` as shipped (variant fused, sessions of 1 "
+        f"intra-op thread, no spinning, as the server's workers; a call of 16 or more unknown words is split "
+        f"between 2 such sessions decoding at once).",
         "- Words: *input words* are the whitespace-separated tokens of a text with at least one letter, counted the "
         "same for both engines (the ratios use them: on the same texts they are the ratio of the engines' times); "
         "*spoken words* are the words our front end reads (numbers, symbols and initialisms expanded). The brief's "
