@@ -26,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.graphs import OPSET, check_graph, specs_for
-from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GREEDY, ROWS_STEP
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, GREEDY, PREFILL, ROWS_STEP
 from training.model import Transformer
 
 MS = "com.microsoft"
@@ -318,20 +318,10 @@ class _Builder:
     def decoder(self, first: bool) -> None:
         """``first``: the decoder graph (computes the cross keys/values from ``memory``, no past); else the step.
         Both keep the bundle's stacked (L, B, H, ., Dh) cache layout at their inputs and outputs."""
-        g, c = self.g, self.cfg
-        n, heads, dh = c.n_decoder_layers, c.n_heads, c.head_dim
+        g = self.g
         mask = g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
         if first:
-            # every layer's cross K and V in one MatMul each: (B, S, L*D) -> (L, B, H, S, Dh)
-            stacked = []
-            for p in "kv":
-                ws, bs = zip(*(self.w.linear(f"decoder_layers.{i}.cross_attn.{p}_proj") for i in range(n)), strict=True)
-                y = g.op1("MatMul", ["memory", g.const(f"cross_{p}.w", np.concatenate(ws, axis=1))])
-                y = g.op1("Add", [y, g.const(f"cross_{p}.b", np.concatenate(bs))])
-                y = g.op1("Reshape", [y, g.const("cross_shape", np.array([0, 0, n, heads, dh], np.int64))])
-                stacked.append(g.op1("Transpose", [y], perm=[2, 0, 3, 1, 4]))
-            g.rename_output(stacked[0], "cross_k")
-            g.rename_output(stacked[1], "cross_v")
+            self.stacked_cross("memory")
             past = None
         else:
             past = list(zip(self.per_layer("past_k"), self.per_layer("past_v"), strict=True))
@@ -339,6 +329,24 @@ class _Builder:
         logits, present = self.decoder_stack("tgt_ids", past, cross, {"key_padding_mask": mask})
         g.rename_output(logits, "logits")
         self.stack_present(present)
+
+    def stacked_cross(self, memory: str) -> None:
+        """The outputs ``cross_k`` / ``cross_v``: every decoder layer's cross keys and values, one MatMul each for
+        all layers: (B, S, L*D) -> (L, B, H, S, Dh)."""
+        g, c = self.g, self.cfg
+        n, heads, dh = c.n_decoder_layers, c.n_heads, c.head_dim
+        for p in "kv":
+            ws, bs = zip(*(self.w.linear(f"decoder_layers.{i}.cross_attn.{p}_proj") for i in range(n)), strict=True)
+            y = g.op1("MatMul", [memory, g.const(f"cross_{p}.w", np.concatenate(ws, axis=1))])
+            y = g.op1("Add", [y, g.const(f"cross_{p}.b", np.concatenate(bs))])
+            y = g.op1("Reshape", [y, g.const("cross_shape", np.array([0, 0, n, heads, dh], np.int64))])
+            g.rename_output(g.op1("Transpose", [y], perm=[2, 0, 3, 1, 4]), f"cross_{p}")
+
+    def prefill(self) -> None:
+        """Sources -> the decoder's cross keys/values (the encoder, then ``stacked_cross``): what a newcomer to a
+        continuous batch needs before its first step, which it then takes in the batch's ``rows_step``."""
+        mask = self.g.op1("Cast", ["src_mask"], to=TensorProto.INT32)
+        self.stacked_cross(self.encoder_stack("src_ids", mask))
 
     def rows_step(self) -> None:
         """One decoder step for rows at different positions (continuous batching): each row feeds one token at
@@ -570,7 +578,8 @@ class _Builder:
 
 
 def build_fused_graphs(model: Transformer, out_dir: Path, prefix: str = "fused_") -> dict[str, Path]:
-    """Write the fused encoder, decoder, decoder step, greedy and rows-step graphs of ``model`` into ``out_dir``;
+    """Write the fused encoder, decoder, decoder step, greedy, rows-step and prefill graphs of ``model`` into
+    ``out_dir``;
     each is checked against its spec (names, types, dynamic axes), then by the caller's parity gates.
 
     The graphs hold the same weights under the same names: each weight is stored once, in
@@ -578,10 +587,13 @@ def build_fused_graphs(model: Transformer, out_dir: Path, prefix: str = "fused_"
     """
     specs = specs_for(model)
     models = {}
-    for name in (ENCODER, DECODER, DECODER_STEP, GREEDY, ROWS_STEP):
+    # prefill last: it adds no weight of its own, so the shared weights file keeps its layout
+    for name in (ENCODER, DECODER, DECODER_STEP, GREEDY, ROWS_STEP, PREFILL):
         b = _Builder(model.eval())
         if name == ENCODER:
             b.encoder()
+        elif name == PREFILL:
+            b.prefill()
         elif name == GREEDY:
             b.greedy()
         elif name == ROWS_STEP:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from g2p.bundle import DECODER, DECODER_STEP, ENCODER, ROWS_STEP, DecodeCheck, OutputDiff, TensorCheck
+from g2p.bundle import DECODER, DECODER_STEP, ENCODER, PREFILL, ROWS_STEP, DecodeCheck, OutputDiff, TensorCheck
 from g2p.continuous import decode_joining
 from g2p.decoding import Backend, DecodeOptions
 from g2p.ort_backend import CPU, OrtBackend, make_session
@@ -68,7 +68,8 @@ def _check(
 def tensor_checks(
     model: Transformer, graph_paths: dict[str, Path], atol: float, rtol: float, providers: Sequence[str] = (CPU,)
 ) -> list[TensorCheck]:
-    """Run every graph at shapes other than the export example and compare every output."""
+    """Run every graph at shapes other than the export example and compare every output (``graph_paths``: the
+    three every variant has, and ``prefill`` where it is given)."""
     model = model.eval()
     sessions = {name: make_session(path, list(providers)) for name, path in graph_paths.items()}
     g = torch.Generator().manual_seed(1)
@@ -87,6 +88,8 @@ def tensor_checks(
 
                 # decoder, no cache: a single first step, and a 3-token prefix
                 ck, cv = model.cross_kv(memory)
+                if PREFILL in sessions:  # the sources straight to the cross keys/values (continuous batching)
+                    compare(PREFILL, case, {"src_ids": src, "src_mask": mask}, {"cross_k": ck, "cross_v": cv})
                 for t in (1, 3):
                     tgt = torch.randint(4, model.cfg.tgt_vocab_size, (batch, t), generator=g)
                     logits, pk, pv = model.decode(tgt, ck, cv, mask)

@@ -31,7 +31,7 @@ import onnxruntime as ort
 from export.graphs import check_graph
 from export.options import ExportOptions, held_out_words
 from export.parity import decode_check, rows_decode_check, rows_step_checks, tensor_checks
-from g2p.bundle import GRAPH_NAMES, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
+from g2p.bundle import GRAPH_NAMES, PREFILL, ROWS_STEP, DecodeCheck, GraphSpec, Manifest, TensorCheck, VariantInfo
 from g2p.decoding import Backend, DecodeOptions
 from g2p.lexicon import read_test_split
 from g2p.metrics import error_rates
@@ -96,7 +96,7 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
 
     staging, manifest, opts, log, cfg = ctx.staging, ctx.manifest, ctx.opts, ctx.log, ctx.model.cfg
     paths = build_fused_graphs(ctx.model, staging, prefix="fused_")
-    tensors = tensor_checks(ctx.model, {g: paths[g] for g in GRAPH_NAMES}, opts.atol, opts.rtol)
+    tensors = tensor_checks(ctx.model, {g: paths[g] for g in (*GRAPH_NAMES, PREFILL)}, opts.atol, opts.rtol)
     tensors += rows_step_checks(ctx.model, paths[ROWS_STEP], opts.atol, opts.rtol)
     for c in tensors:
         c.graph = f"fused_{c.graph}"
@@ -110,8 +110,9 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
         providers=[CPU],
         notes="fp32 graphs built from the checkpoint on onnxruntime's fused kernels (MultiHeadAttention with the "
         "KV cache inside, one MatMul for Q/K/V), a greedy graph that decodes a whole batch in one run "
-        "(ONNX Loop), and a rows-step graph (each row at its own position, masked cache slots) for continuous "
-        "batching. onnxruntime only; checked here on the CPU provider.",
+        "(ONNX Loop), and for continuous batching a rows-step graph (each row at its own position, masked cache "
+        "slots) and a prefill graph (sources -> cross keys/values). onnxruntime only; checked here on the CPU "
+        "provider.",
         details={"graphs": sorted(paths), "session": FUSED_SESSION},
     )
     m = _with_variant(manifest, "fused", info)
@@ -261,7 +262,7 @@ def int8_variant(ctx: VariantContext) -> VariantResult:
     ranges = calibrate(ctx.model, calibration_batches(tok, set(refs)))
     files, rewritten = {}, {}
     for graph, src in ctx.fused.items():
-        if graph == ROWS_STEP:  # continuous batching stays fp32 (fused)
+        if graph in (ROWS_STEP, PREFILL):  # continuous batching stays fp32 (fused)
             continue
         dst = staging / f"int8_{graph}.onnx"
         rewritten[graph] = quantize_graph_file(src, dst, ranges)

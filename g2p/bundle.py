@@ -65,13 +65,14 @@ class GraphSpec(BaseModel):
 
 
 ENCODER, DECODER, DECODER_STEP, GREEDY = "encoder", "decoder", "decoder_step", "greedy"
-ROWS_STEP = "rows_step"
+ROWS_STEP, PREFILL = "rows_step", "prefill"
 GRAPH_NAMES = (ENCODER, DECODER, DECODER_STEP)
 """The graphs every variant has."""
-OPTIONAL_GRAPHS = (GREEDY, ROWS_STEP)
+OPTIONAL_GRAPHS = (GREEDY, ROWS_STEP, PREFILL)
 """``greedy``: a whole batch decoded in one run. ``rows_step``: one decoder step where each row has its own position
 and a mask over its cache slots (rows that joined the batch later hold masked slots): what continuous batching
-runs."""
+runs. ``prefill``: sources -> every decoder layer's cross-attention keys and values (the encoder and the cross
+projections in one run), so that newcomers to a continuous batch take their first step in the batch's step."""
 
 
 def graph_specs(
@@ -130,6 +131,9 @@ def graph_specs(
                 cache("present_k", "past_len + 1"),
                 cache("present_v", "past_len + 1"),
             ],
+        ),
+        PREFILL: GraphSpec(
+            name=PREFILL, inputs=[src_ids, src_mask], outputs=[cache("cross_k", "src_len"), cache("cross_v", "src_len")]
         ),
         GREEDY: GraphSpec(
             name=GREEDY,

@@ -1,13 +1,16 @@
 """Continuous (iteration-level) batching of greedy decoding: rows join a running batch at the next decoder step
 and leave it when they finish, so a short request never waits for a long batch to end.
 
-A ``RowBatch`` holds the decoder state of every row in flight on one backend (its ``encoder``, ``decoder`` and
-``rows_step`` graphs, see ``g2p.bundle``):
+A ``RowBatch`` holds the decoder state of every row in flight on one backend (its ``prefill`` and ``rows_step``
+graphs, see ``g2p.bundle``; a bundle without ``prefill``: its ``encoder`` and ``decoder``):
 
-- ``add`` encodes newcomers (one batch), runs their first decoder step, and merges them into the batch. The batch's
-  self-attention cache is ``width`` slots wide; a newcomer's one real slot goes on the right and the slots to its
-  left are masked (``past_mask``), which the ``rows_step`` graph turns into an attention bias; each row feeds its own
-  position. Cross-attention keys/values are padded to the widest source (masked by ``src_mask``).
+- ``add`` encodes newcomers (one batch: the ``prefill`` graph gives their cross-attention keys/values) and merges
+  them into the batch with ``<s>`` at position 0 as their next input: they take their first decoder step in the
+  next ``step``, with every other row (without ``prefill``: the encoder and a first decoder step of their own, two
+  runs). The batch's self-attention cache is ``width`` slots wide; a newcomer's slot goes on the right (real keys
+  and values after a first step of its own, else masked) and the slots to its left are masked (``past_mask``),
+  which the ``rows_step`` graph turns into an attention bias; each row feeds its own position. Cross-attention
+  keys/values are padded to the widest source (masked by ``src_mask``).
 - ``step`` runs one ``rows_step`` for every row and returns the rows that ended (``</s>`` or their length limit).
 - An ended row stays in the arrays as a dead row (all its slots masked, decoded and ignored) until a newcomer
   takes its place in place (no copy of the batch) or dead rows reach 1/``COMPACT_EVERY`` of the batch; slots that
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from g2p.bundle import ROWS_STEP
+from g2p.bundle import PREFILL, ROWS_STEP
 from g2p.decoding import DecodeOptions, Hypothesis, greedy_pick
 from g2p.ort_backend import OrtBackend
 from g2p.tokenization import BOS_ID, EOS_ID, pad_batch
@@ -38,11 +41,13 @@ TRIM_AT = 8
 
 @dataclass(frozen=True)
 class _Newcomers:
-    """Rows after their first decoder step, about to join the batch: each (L, n, H, ., Dh) cache with one
-    self-attention slot."""
+    """Rows about to join the batch, each with a (L, n, H, 1, Dh) self-attention slot: after their first decoder
+    step (``emitted``: that step's token, the slot its keys/values), or, from the ``prefill`` graph, before it
+    (the slot masked, their next input ``<s>`` at position 0: the first step is taken in the batch's step)."""
 
     keys: list[Hashable]
-    first: np.ndarray  # the token each emitted
+    tokens: np.ndarray  # each row's next input
+    position: int  # ... at this position (1 after a first step, 0 before it)
     limits: np.ndarray
     logprob: np.ndarray
     past_k: np.ndarray
@@ -51,11 +56,17 @@ class _Newcomers:
     cross_v: np.ndarray
     src_mask: np.ndarray
 
+    @property
+    def stepped(self) -> bool:
+        """Whether they took their first step (their slot holds real keys/values, their token was emitted)."""
+        return self.position > 0
+
     def part(self, start: int) -> _Newcomers:
         """The newcomers from ``start`` on."""
         r = slice(start, None)
-        return _Newcomers(self.keys[r], self.first[r], self.limits[r], self.logprob[r], self.past_k[:, r],
-                          self.past_v[:, r], self.cross_k[:, r], self.cross_v[:, r], self.src_mask[r])  # fmt: skip
+        return _Newcomers(self.keys[r], self.tokens[r], self.position, self.limits[r], self.logprob[r],
+                          self.past_k[:, r], self.past_v[:, r], self.cross_k[:, r], self.cross_v[:, r],
+                          self.src_mask[r])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class RowBatch:
             raise ValueError(f"the {backend.variant!r} variant has no {ROWS_STEP} graph")
         self.backend = backend
         self.session = backend.sessions[ROWS_STEP]
+        self.prefill = backend.sessions.get(PREFILL)  # None: an older bundle (newcomers take a first step apart)
         self.keys: list[Hashable | None] = []  # None: a dead row
         self._empty()
 
@@ -116,13 +128,37 @@ class RowBatch:
 
     # ------------------------------------------------------------------ joining
     def add(self, keys: Sequence[Hashable], sources: Sequence[Sequence[int]], options: DecodeOptions) -> list[Ended]:
-        """Newcomers: encode them, run their first step, and merge those that did not end there. ``sources`` are
-        token ids (with ``</s>``); ``options`` gives their length limits (greedy). Returns the rows that ended at
-        once (``</s>`` first, or a limit of one token)."""
+        """Newcomers: encode them and merge them into the batch. With the bundle's ``prefill`` graph that is one run
+        (their cross keys/values) and they take their first step in the next ``step``; without it, the encoder and
+        a first decoder step of their own, and those that ended there (``</s>`` first, or a limit of one token) are
+        returned at once. ``sources`` are token ids (with ``</s>``); ``options`` gives their length limits
+        (greedy)."""
         if not keys:
             return []
         src, mask = pad_batch([list(s) for s in sources])
         limits = options.limits(mask)
+        ended: list[Ended] = []
+        new: _Newcomers | None
+        if self.prefill is not None:
+            ck, cv = self.prefill.run(["cross_k", "cross_v"], {"src_ids": src.astype(np.int64), "src_mask": mask})
+            n = len(keys)
+            slot = np.zeros((ck.shape[0], n, ck.shape[2], 1, ck.shape[4]), np.float32)  # masked: no past yet
+            new = _Newcomers(list(keys), np.full(n, BOS_ID, np.int64), 0, limits, np.zeros(n), slot, slot, ck, cv,
+                             mask)  # fmt: skip
+        else:
+            new, ended = self._first_step(list(keys), src, mask, limits)
+        if new is None:
+            return ended
+        placed = self._reuse(new)
+        if placed < len(new.keys):
+            self._merge(new.part(placed))
+        return ended
+
+    def _first_step(
+        self, keys: list[Hashable], src: np.ndarray, mask: np.ndarray, limits: np.ndarray
+    ) -> tuple[_Newcomers | None, list[Ended]]:
+        """A bundle without the ``prefill`` graph: the newcomers' encoder run and first step; those that ended
+        there, and the others (None when none is left)."""
         b = self.backend
         state = b.encode(src, mask)
         logits, state = b.step(np.full(len(keys), BOS_ID, np.int64), state)
@@ -136,10 +172,11 @@ class RowBatch:
             else:
                 stay.append(i)
         if not stay:
-            return ended
+            return None, ended
         new = _Newcomers(
             [keys[i] for i in stay],
             best[stay],
+            1,
             limits[stay],
             chosen[stay].astype(np.float64),
             b._numpy(state.past_k)[:, stay],
@@ -148,10 +185,7 @@ class RowBatch:
             b._numpy(state.cross_v)[:, stay],
             mask[stay],
         )
-        placed = self._reuse(new)
-        if placed < len(new.keys):
-            self._merge(new.part(placed))
-        return ended
+        return new, ended
 
     def _reuse(self, new: _Newcomers) -> int:
         """Put newcomers into dead rows in place (no copy of the batch): as many as there are dead rows, when
@@ -163,12 +197,13 @@ class RowBatch:
         rows, s = np.asarray(dead[:n]), new.src_mask.shape[1]
         for i, key in zip(rows.tolist(), new.keys[:n], strict=True):
             self.keys[i] = key
-        self.tokens[rows], self.positions[rows], self.limits[rows] = new.first[:n], 1, new.limits[:n]
+        self.tokens[rows], self.positions[rows], self.limits[rows] = new.tokens[:n], new.position, new.limits[:n]
         self.logprob[rows] = new.logprob[:n]
         self.out[rows] = 0
-        self.out[rows, 0] = new.first[:n]
+        if new.stepped:
+            self.out[rows, 0] = new.tokens[:n]
         self.past_mask[rows] = False
-        self.past_mask[rows, -1] = True  # its one real slot: the first step's keys/values, on the right
+        self.past_mask[rows, -1] = new.stepped  # its one slot, on the right: real after a first step
         self.past_k[:, rows, :, -1:] = new.past_k[:, :n]
         self.past_v[:, rows, :, -1:] = new.past_v[:, :n]
         self.src_mask[rows] = False
@@ -178,20 +213,21 @@ class RowBatch:
         return n
 
     def _merge(self, new: _Newcomers) -> None:
-        """Append rows after their first step (one cache slot, first token emitted) to the batch: dead rows are
-        dropped first, the caches padded to the common widths (masked slots on the left of the self-attention
-        cache, on the right of the source)."""
+        """Append newcomers (one cache slot each) to the batch: dead rows are dropped first, the caches padded to
+        the common widths (masked slots on the left of the self-attention cache, on the right of the source)."""
         self._compact(force=True)
         n = len(new.keys)
         out = np.zeros((n, max(int(new.limits.max()), self.out.shape[1])), np.int64)
-        out[:, 0] = new.first
+        if new.stepped:
+            out[:, 0] = new.tokens
+        positions = np.full(n, new.position, np.int64)
         if not self.keys:
             self.keys = list(new.keys)
-            self.tokens, self.positions, self.limits = new.first, np.ones(n, np.int64), new.limits
+            self.tokens, self.positions, self.limits = new.tokens, positions, new.limits
             self.logprob, self.out = new.logprob, out
             self.past_k, self.past_v = np.ascontiguousarray(new.past_k), np.ascontiguousarray(new.past_v)
             self.cross_k, self.cross_v = np.ascontiguousarray(new.cross_k), np.ascontiguousarray(new.cross_v)
-            self.past_mask, self.src_mask = np.ones((n, 1), bool), new.src_mask
+            self.past_mask, self.src_mask = np.full((n, 1), new.stepped), new.src_mask
             return
         width, source = self.width, max(self.source_width, new.src_mask.shape[1])
 
@@ -200,13 +236,14 @@ class RowBatch:
 
         self.past_k = np.concatenate([self.past_k, _pad(new.past_k, 3, width - 1, before=True)], axis=1)
         self.past_v = np.concatenate([self.past_v, _pad(new.past_v, 3, width - 1, before=True)], axis=1)
-        self.past_mask = np.concatenate([self.past_mask, np.eye(1, width, width - 1, dtype=bool).repeat(n, 0)])
+        slot = np.eye(1, width, width - 1, dtype=bool) & new.stepped
+        self.past_mask = np.concatenate([self.past_mask, slot.repeat(n, 0)])
         self.cross_k = np.concatenate([widen(self.cross_k, 3), widen(new.cross_k, 3)], axis=1)
         self.cross_v = np.concatenate([widen(self.cross_v, 3), widen(new.cross_v, 3)], axis=1)
         self.src_mask = np.concatenate([widen(self.src_mask, 1), widen(new.src_mask, 1)])
         self.keys += new.keys
-        self.tokens = np.concatenate([self.tokens, new.first])
-        self.positions = np.concatenate([self.positions, np.ones(n, np.int64)])
+        self.tokens = np.concatenate([self.tokens, new.tokens])
+        self.positions = np.concatenate([self.positions, positions])
         self.limits = np.concatenate([self.limits, new.limits])
         self.logprob = np.concatenate([self.logprob, new.logprob])
         self.out = np.concatenate([_pad(self.out, 1, out.shape[1] - self.out.shape[1]), out])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import WORDS
 
-from g2p.bundle import ROWS_STEP, verify_bundle
+from g2p.bundle import PREFILL, ROWS_STEP, verify_bundle
 from g2p.continuous import RowBatch, supports_rows
 from g2p.decoding import DecodeOptions, greedy_search
 from g2p.ort_backend import CPU, OrtBackend, ort_replicas
@@ -36,15 +36,21 @@ def _words(n, seed=0):
     return [rng.choice(WORDS) + rng.choice(["", "s", "ing", "ed"]) for _ in range(n)]
 
 
-@pytest.mark.parametrize("max_len", [48, 4])
-def test_rows_joining_at_random_steps_decode_as_each_word_alone(bundle, tokenizers, max_len):
+@pytest.mark.parametrize("prefill", [True, False], ids=["prefill", "first-step-apart"])
+@pytest.mark.parametrize("max_len", [48, 4, 1])
+def test_rows_joining_at_random_steps_decode_as_each_word_alone(bundle, tokenizers, max_len, prefill):
+    """Newcomers join by the prefill graph (their first step in the batch's step) or, as from a bundle without
+    it, by an encoder run and a first step of their own; a limit of 1 token ends every word at its first step."""
     backend = OrtBackend(bundle[0], "fused", greedy_graph=False)
     assert supports_rows(backend) and not supports_rows(OrtBackend(bundle[0], "fp32"))
+    assert PREFILL in backend.sessions
     words = _words(120)
     ids = tokenizers.encode_source(words)
     options = DecodeOptions(max_len=max_len)
     expected = _alone(backend, ids, options)
     rows, got, rng, pending = RowBatch(backend), {}, random.Random(1), list(range(len(words)))
+    if not prefill:
+        rows.prefill = None
     widths = []
     while pending or rows.live:
         k = rng.choice([0, 0, 1, 3, 9])

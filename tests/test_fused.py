@@ -11,7 +11,7 @@ from conftest import WORDS, make_model
 
 from export.fused import build_fused_graphs
 from export.parity import tensor_checks
-from g2p.bundle import GRAPH_NAMES, GREEDY, ROWS_STEP, Manifest, verify_bundle
+from g2p.bundle import GRAPH_NAMES, GREEDY, PREFILL, ROWS_STEP, Manifest, verify_bundle
 from g2p.decoding import DecodeOptions
 from g2p.ort_backend import OrtBackend, make_session
 from g2p.pipeline import transcribe
@@ -81,14 +81,16 @@ def test_fused_variant_decodes_like_pytorch(bundle, tokenizers):
 def test_the_export_records_the_fused_gates(bundle):
     manifest = verify_bundle(bundle[0])
     fused = manifest.variants["fused"]
-    assert set(fused.files) == {*GRAPH_NAMES, GREEDY, ROWS_STEP}
+    assert set(fused.files) == {*GRAPH_NAMES, GREEDY, ROWS_STEP, PREFILL}
     assert "fused_weights.bin" in manifest.sha256  # tampering with the shared weights is caught too
     labels = {(c.variant, c.beam_size) for c in manifest.parity.decode_checks}
     assert {("fused", 1), ("fused (step by step)", 1), ("fused", 3), ("fused (continuous batching)", 1)} <= labels
     assert any(c.graph.startswith("fused_") for c in manifest.parity.tensor_checks)
     assert any(c.graph == f"fused_{ROWS_STEP}" for c in manifest.parity.tensor_checks)
+    assert any(c.graph == f"fused_{PREFILL}" for c in manifest.parity.tensor_checks)
     int8 = manifest.variants["int8"]
     assert int8.details["quantised_from"] == "fused" and GREEDY in int8.files
+    assert PREFILL not in int8.files and ROWS_STEP not in int8.files  # continuous batching stays fp32
 
 
 def test_int8_greedy_graph_is_quantised_inside_its_loop(bundle):
