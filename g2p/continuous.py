@@ -41,9 +41,10 @@ TRIM_AT = 8
 
 @dataclass(frozen=True)
 class _Newcomers:
-    """Rows about to join the batch, each with a (L, n, H, 1, Dh) self-attention slot: after their first decoder
-    step (``emitted``: that step's token, the slot its keys/values), or, from the ``prefill`` graph, before it
-    (the slot masked, their next input ``<s>`` at position 0: the first step is taken in the batch's step)."""
+    """Rows about to join the batch, each with a (L, n, H, 1, Dh) self-attention slot: after a first decoder step
+    of their own (``tokens``: the token it emitted, their next input; the slot: its keys/values), or, from the
+    ``prefill`` graph, before it (the slot masked, ``tokens`` ``<s>`` at position 0: the first step is taken in
+    the batch's step)."""
 
     keys: list[Hashable]
     tokens: np.ndarray  # each row's next input
