@@ -22,6 +22,8 @@ from g2p.bundle import (
     GRAPH_NAMES,
     GREEDY,
     OPTIONAL_GRAPHS,
+    PREFILL,
+    ROWS_STEP,
     BundleError,
     Manifest,
     verify_bundle,
@@ -131,9 +133,12 @@ class OrtBackend:
         manifest: Manifest | None = None,
         io_binding: bool = False,
         greedy_graph: bool = True,
+        rows_graphs: bool = True,
     ) -> None:
         """``greedy_graph``: use the variant's ``greedy`` graph (whole batches in one run) where it has one; False
-        decodes greedily step by step (what streaming does anyway).
+        decodes greedily step by step (what streaming does anyway). ``rows_graphs``: open the variant's
+        continuous-batching graphs (``rows_step``, ``prefill``) where it has them; False leaves them closed (a
+        session each, its own copy of the weights it reads: memory a server that schedules by batch never uses).
 
         ``io_binding``: the KV cache (self- and cross-attention keys/values) stays in ONNX Runtime values
         on the session's device between decoder steps instead of coming back as numpy arrays each step; it
@@ -145,7 +150,8 @@ class OrtBackend:
         self.variant = variant
         info = self.manifest.variants[variant]
         self.providers = providers or [CPU]
-        optional = [g for g in OPTIONAL_GRAPHS if g in info.files and (g != GREEDY or greedy_graph)]
+        wanted = {GREEDY: greedy_graph, ROWS_STEP: rows_graphs, PREFILL: rows_graphs}
+        optional = [g for g in OPTIONAL_GRAPHS if g in info.files and wanted[g]]
         graphs = [*GRAPH_NAMES, *optional]
         disabled = info.disabled_optimizers
         self.sessions = {g: make_session(self.dir / info.files[g], self.providers, config, disabled) for g in graphs}
@@ -259,7 +265,9 @@ def ort_replicas(
     config: SessionConfig | int = 0,
     manifest: Manifest | None = None,
     io_binding: bool = True,
+    rows_graphs: bool = True,
 ) -> list[OrtBackend]:
     """``n`` independent backends on one bundle (for ``g2p.pipeline.ParallelTranscriber``), verified once."""
     manifest = manifest if manifest is not None else verify_bundle(bundle_dir)
-    return [OrtBackend(bundle_dir, variant, providers, config, manifest, io_binding) for _ in range(n)]
+    return [OrtBackend(bundle_dir, variant, providers, config, manifest, io_binding, rows_graphs=rows_graphs)
+            for _ in range(n)]  # fmt: skip

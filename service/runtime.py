@@ -95,7 +95,8 @@ class ModelVersion:
 
     @property
     def rows_capable(self) -> bool:
-        """Whether this version's variant can decode by continuous batching (it has the ``rows_step`` graph)."""
+        """Whether this version can decode by continuous batching (its variant has the ``rows_step`` graph, opened
+        when the server schedules continuously)."""
         return supports_rows(self.backend)
 
     @property
@@ -182,8 +183,10 @@ def load_version(path: Path, settings: Settings, providers: list[Provider] | Non
     if variant not in manifest.variants:
         raise BundleError(f"{path}: no variant {variant!r} (has {sorted(manifest.variants)}; G2P_VARIANT)")
     tokenizers = G2PTokenizers.load(path)
+    # the continuous-batching graphs only where they are used (each session holds its own copy of its weights)
     backends = ort_replicas(path, settings.decode_workers(gpu), variant, providers,
-                            session_config(settings, gpu), manifest, settings.io_binding)  # fmt: skip
+                            session_config(settings, gpu), manifest, settings.io_binding,
+                            rows_graphs=settings.scheduling == "continuous")  # fmt: skip
     backend = backends[0]
     used = sorted({p for s in backend.sessions.values() for p in s.get_providers()})
     parallel = ParallelTranscriber(backends)
