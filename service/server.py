@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from g2p.decoding import DecodeOptions
 from service.api.g2p.v1 import g2p_pb2, g2p_pb2_grpc
 from service.api.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from service.engine import Engine, MemoryBudgetError, batch_bytes, process_rss
+from service.engine import Engine, MemoryBudgetError, batch_bytes, fix_mmap_threshold, process_rss
 from service.metrics import Metrics, MetricsInterceptor
 from service.repository import ModelRepository
 from service.runtime import ModelVersion, on_gpu, resolve_providers
@@ -102,6 +102,7 @@ class G2PServer:
         for name in ("", G2P_SERVICE, V2_SERVICE):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         providers = resolve_providers(s)  # ProviderError when cuda is asked for and cannot run
+        fix_mmap_threshold()  # large buffers go back to the system when freed: RSS after a burst does not drift
         self.repo = ModelRepository(s, providers, on_change=self._models_changed)
         model = self.repo.load_initial()
         gpu = on_gpu(providers)

@@ -233,3 +233,15 @@ def test_decode_workers_run_nicer_than_the_rpc_threads():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
     assert eng.drain(5)
     eng.stop()
+
+
+def test_the_mmap_threshold_is_fixed_where_glibc_runs_the_server():
+    """glibc (Linux, the images) takes the fixed threshold; the behaviour it buys, RSS back after a burst, is
+    tests/test_service_limits.py::test_a_burst_of_wide_beams_stays_within_the_memory_budget."""
+    import platform
+
+    from service.engine import MMAP_THRESHOLD_BYTES, fix_mmap_threshold
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert fix_mmap_threshold(MMAP_THRESHOLD_BYTES) is True
