@@ -143,9 +143,9 @@ class RowBatch:
         if self.prefill is not None:
             ck, cv = self.prefill.run(["cross_k", "cross_v"], {"src_ids": src.astype(np.int64), "src_mask": mask})
             n = len(keys)
-            slot = np.zeros((ck.shape[0], n, ck.shape[2], 1, ck.shape[4]), np.float32)  # masked: no past yet
-            new = _Newcomers(list(keys), np.full(n, BOS_ID, np.int64), 0, limits, np.zeros(n), slot, slot, ck, cv,
-                             mask)  # fmt: skip
+            shape = (ck.shape[0], n, ck.shape[2], 1, ck.shape[4])  # one masked slot each: no past yet
+            new = _Newcomers(list(keys), np.full(n, BOS_ID, np.int64), 0, limits, np.zeros(n),
+                             np.zeros(shape, np.float32), np.zeros(shape, np.float32), ck, cv, mask)  # fmt: skip
         else:
             new, ended = self._first_step(list(keys), src, mask, limits)
         if new is None:

@@ -127,13 +127,23 @@ def process_rss() -> int:
     return 0
 
 
-def _libc_trim() -> Callable[[], None]:
+def _libc(function: str) -> Callable[..., int] | None:
+    """A function of the C library (glibc's ``malloc_trim``, ``mallopt``), or None where it has no such function."""
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return getattr(ctypes.CDLL(name), function) if name else None
     except (OSError, AttributeError):
-        trim = None
-    return (lambda: trim(0)) if trim is not None else (lambda: None)
+        return None
+
+
+def _libc_trim() -> Callable[[], None]:
+    trim = _libc("malloc_trim")
+
+    def release() -> None:
+        if trim is not None:
+            trim(0)
+
+    return release
 
 
 release_memory = _libc_trim()
@@ -155,11 +165,7 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     (one CI failure at 1.204x); fixed at 256 KiB, 4 MiB or 16 MiB: 0.92-0.98x every run. 256 KiB cost beam-5
     batches ~12 % (their per-step cache copies then each map and unmap); 4 MiB measured no slower than the default
     in process (4 alternating rounds: greedy batch 32, beam 5, batch 1)."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
+    mallopt = _libc("mallopt")
     return bool(mallopt is not None and mallopt(M_MMAP_THRESHOLD, threshold))
 
 
