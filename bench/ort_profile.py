@@ -1,11 +1,13 @@
 """Where the in-process ONNX Runtime engine spends its time: per graph, per operator type, and outside the runtime.
 
-    python bench/ort_profile.py [--words 2000] [--variant fused] [--out bench/results/ort_profile]
+    python bench/ort_profile.py [--words 2000] [--variant fused] [--batch 32] [--out bench/results/ort_profile]
 
-One session set, one intra-op thread, greedy, batch 32, with onnxruntime's own profiler on. Wall time is split
+One session set, one intra-op thread, greedy, batch ``--batch``, with onnxruntime's own profiler on. Wall time is split
 into: time inside each graph's runs (from the profiler's per-run events), the operators inside them (by type),
 ONNX Runtime's per-run overhead (run time not spent in any operator: input/output binding, allocation, scheduling),
-and Python (the decoding loop, log-softmax, tokenization, reordering the cache).
+and Python (the decoding loop, log-softmax, tokenization, reordering the cache). Per decoder step: the operators run
+and their time divided by the decoder steps of the timed run (at batch 1, a word's steps are its output tokens and
+``</s>``: the per-step cost of one word).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def main() -> int:
     opts = DecodeOptions(max_len=48)
     transcribe(backend, tok, words[:64], opts, batch_size=args.batch)  # warm-up, unprofiled
     t = time.perf_counter()
-    transcribe(backend, tok, words, opts, batch_size=args.batch)
+    found = transcribe(backend, tok, words, opts, batch_size=args.batch)
     unprofiled = time.perf_counter() - t
+    steps = decoder_steps([r[0].phonemes for r in found], [r[0].finished for r in found], args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         profiled = {}
         for g in manifest.variants[args.variant].files:
@@ -90,6 +93,7 @@ def main() -> int:
     inside = sum(by_graph.values()) * scale
     ops = sum(by_op.values()) * scale
     rows = sorted(((op, sec * scale) for op, sec in by_op.items()), key=lambda r: -r[1])
+    per_step_calls = sum(calls.values()) * scale / steps
     lines = [
         f"# Where the time goes: ONNX Runtime {ort.__version__}, {args.variant}, 1 thread, greedy, batch {args.batch}, "
         f"{len(words)} words",
@@ -101,14 +105,20 @@ def main() -> int:
         f"takes {unprofiled:.3f} s ({len(words) / unprofiled:.0f} words/s): the profiler's own cost per node inflates "
         "the small operators and the overhead shares.",
         "",
+        f"Per decoder step ({steps} steps{', one word each' if args.batch == 1 else ''}): "
+        f"{per_step_calls:.0f} operator runs, {ops / steps * 1e6:.1f} us in operators, "
+        f"{(inside - ops) / steps * 1e6:.1f} us runtime overhead, {(wall - inside) / steps * 1e6:.1f} us outside "
+        "onnxruntime (profiled run).",
+        "",
         "| graph | runs | seconds |",
         "|---|---|---|",
         *[f"| {g} | {runs[g]} | {sec * scale:.3f} |" for g, sec in by_graph.items()],
         "",
-        "| operator | seconds | share of wall | calls | us per call |",
-        "|---|---|---|---|---|",
+        "| operator | seconds | share of wall | calls | us per call | calls per step | us per step |",
+        "|---|---|---|---|---|---|---|",
         *[
-            f"| {op} | {sec:.3f} | {sec / wall:.1%} | {calls[op]} | {sec / scale / calls[op] * 1e6:.1f} |"
+            f"| {op} | {sec:.3f} | {sec / wall:.1%} | {calls[op]} | {sec / scale / calls[op] * 1e6:.1f} | "
+            f"{calls[op] * scale / steps:.1f} | {sec / steps * 1e6:.1f} |"
             for op, sec in rows[:15]
         ],
     ]
@@ -117,6 +127,13 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     return 0
+
+
+def decoder_steps(phonemes: list[list[str]], finished: list[bool], batch: int) -> int:
+    """Decoder steps of a greedy run in batches of ``batch`` (in order): a batch steps until its longest word ends
+    (its output tokens and ``</s>``; an unfinished word stops at its limit without one)."""
+    lengths = [len(p) + int(f) for p, f in zip(phonemes, finished, strict=True)]
+    return sum(max(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
 
 
 if __name__ == "__main__":

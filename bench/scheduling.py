@@ -12,9 +12,9 @@ Measures, single greedy words unless said:
 - open loop (Poisson arrivals, the same arrival times and words for both servers) at each ``--loads`` fraction of
   that capacity: p50 / p99 latency, throughput, status codes;
 - a short request behind long ones: every worker busy with a 256-word request, then one single word: its latency
-  against the long requests' (median of ``--long-rounds``);
+  against the long requests' (median of ``--long-rounds``); the same with beam search (``--beam``, every request);
 - answers: the full test split through each server in requests of 64 words, every word's tokens compared with the
-  in-process engine's (greedy).
+  in-process engine's, greedy and with the beam (every hypothesis of the n-best, ``--nbest``).
 
 The load generator is Python threads in this process (gRPC futures for the open loop): it shares the machine's
 CPUs with the server, the same for both servers.
@@ -64,9 +64,11 @@ class Target:
             stub = self._local.stub = pb_grpc.G2PStub(channel)
         return stub
 
-    def generate(self, words: list[str], timeout: float = 120) -> list[str]:
-        reply = self.stub().Generate(pb.GenerateRequest(inputs=words), timeout=timeout)
-        return [o.hypotheses[0].text for o in reply.outputs]
+    def generate(self, words: list[str], timeout: float = 120, beam: int = 1, nbest: int = 1) -> list[str]:
+        """Each word's hypotheses (best first), joined by ' | '."""
+        options = pb.GenerateOptions(beam_size=beam, num_hypotheses=nbest)
+        reply = self.stub().Generate(pb.GenerateRequest(inputs=words, options=options), timeout=timeout)
+        return [" | ".join(h.text for h in o.hypotheses) for o in reply.outputs]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -142,18 +144,19 @@ def median_run(runs: list[dict]) -> dict:
     return med | {"codes": codes, "rounds": runs}
 
 
-def short_behind_long(target: Target, words: list[str], workers: int, rounds: int) -> dict:
-    """Every worker busy with a 256-word request, then one word: its latency and the long requests'."""
+def short_behind_long(target: Target, words: list[str], workers: int, rounds: int, beam: int = 1) -> dict:
+    """Every worker busy with a 256-word request, then one word (all of them with ``beam``): its latency and the
+    long requests'."""
     ratios, short_ms, long_ms = [], [], []
     rng = random.Random(7)
     for _ in range(rounds):
         longs = [rng.sample(words, LONG_WORDS) for _ in range(workers)]
         with ThreadPoolExecutor(workers + 1) as pool:
             t0 = time.perf_counter()
-            futs = [pool.submit(target.generate, batch) for batch in longs]
+            futs = [pool.submit(target.generate, batch, beam=beam) for batch in longs]
             time.sleep(0.02)  # the long requests are decoding
             t1 = time.perf_counter()
-            target.generate([rng.choice(words)])
+            target.generate([rng.choice(words)], beam=beam)
             short = (time.perf_counter() - t1) * 1000
             for f in futs:
                 f.result()
@@ -165,11 +168,11 @@ def short_behind_long(target: Target, words: list[str], workers: int, rounds: in
             "ratio": round(statistics.median(ratios), 3), "rounds": rounds}  # fmt: skip
 
 
-def answers(target: Target, words: list[str], expected: list[str]) -> int:
-    """Words whose tokens over the wire differ from the in-process engine's."""
+def answers(target: Target, words: list[str], expected: list[str], beam: int = 1, nbest: int = 1) -> int:
+    """Words whose tokens over the wire (every hypothesis) differ from the in-process engine's."""
     got: list[str] = []
     for s in range(0, len(words), 64):
-        got += target.generate(words[s : s + 64])
+        got += target.generate(words[s : s + 64], beam=beam, nbest=nbest)
     return sum(a != b for a, b in zip(got, expected, strict=True))
 
 
@@ -182,6 +185,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="open-loop rounds per load (median reported)")
     ap.add_argument("--loads", type=float, nargs="+", default=[0.5, 0.8, 0.95])
     ap.add_argument("--long-rounds", type=int, default=7)
+    ap.add_argument("--beam", type=int, default=5, help="the beam of the beam-search rows")
+    ap.add_argument("--nbest", type=int, default=3, help="hypotheses compared per word with the beam")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scheduling")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -192,7 +197,9 @@ def main() -> int:
     test = [w for w in sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test")) if set(w) <= alphabet]
     words = test[:: max(len(test) // 2000, 1)]
     split = test[:600] if args.quick else test
-    expected = InProcess(bundle, args.workers).decode(split, 64)
+    local = InProcess(bundle, args.workers)
+    expected = local.decode(split, 64)
+    expected_beam = local.decode(split, 64, beam=args.beam, nbest=args.nbest)
     targets = [Target(m, args.bundle_root, args.workers, args.max_batch_size) for m in MODES]
     try:
         r: dict = {"workers": args.workers, "max_batch_size": args.max_batch_size, "words": len(words),
@@ -213,7 +220,12 @@ def main() -> int:
                     runs[t.mode].append(open_loop(t, arrivals))
             r["open_loop"][str(load)] = {m: median_run(v) for m, v in runs.items()}
         r["short_behind_long"] = {t.mode: short_behind_long(t, words, args.workers, args.long_rounds) for t in targets}
+        r["beam"], r["nbest"] = args.beam, args.nbest
+        r["short_behind_long_beam"] = {
+            t.mode: short_behind_long(t, words, args.workers, args.long_rounds, args.beam) for t in targets
+        }
         r["answers_differing"] = {t.mode: answers(t, split, expected) for t in targets}
+        r["answers_differing_beam"] = {t.mode: answers(t, split, expected_beam, args.beam, args.nbest) for t in targets}
         r["answers_words"] = len(split)
     finally:
         for t in targets:
@@ -222,7 +234,7 @@ def main() -> int:
     # counted in the table; anything else is a failure
     codes_ok = all(set(v["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"} for per in r["open_loop"].values()
                    for v in per.values())  # fmt: skip
-    same = all(n == 0 for n in r["answers_differing"].values())
+    same = all(n == 0 for k in ("answers_differing", "answers_differing_beam") for n in r[k].values())
     failed = "" if codes_ok and same else f"codes ok {codes_ok}, answers identical {same}"
     return finish(report(r), r, args.out, failed, args.quick)
 
@@ -254,11 +266,17 @@ def report(r: dict) -> str:
                      f"{b['p50_ms']} / {b['p99_ms']}, {b['throughput_rps']}{refused(b)} | "
                      f"{c['p50_ms']} / {c['p99_ms']}, {c['throughput_rps']}{refused(c)} |")  # fmt: skip
     sb, sc = r["short_behind_long"]["batch"], r["short_behind_long"]["continuous"]
+    bb, bc = r["short_behind_long_beam"]["batch"], r["short_behind_long_beam"]["continuous"]
+    k = r["beam"]
     lines += [
         f"| one word sent while every worker decodes a {LONG_WORDS}-word request: its ms / theirs (median ratio) | "
         f"{sb['short_ms']} / {sb['long_ms']} ({sb['ratio']}) | {sc['short_ms']} / {sc['long_ms']} ({sc['ratio']}) |",
-        f"| words of the test split differing from the in-process engine (of {r['answers_words']}) | "
+        f"| the same, every request with beam {k} | {bb['short_ms']} / {bb['long_ms']} ({bb['ratio']}) | "
+        f"{bc['short_ms']} / {bc['long_ms']} ({bc['ratio']}) |",
+        f"| words of the test split differing from the in-process engine (of {r['answers_words']}), greedy | "
         f"{r['answers_differing']['batch']} | {r['answers_differing']['continuous']} |",
+        f"| the same with beam {k}, all {r['nbest']} hypotheses of each word compared | "
+        f"{r['answers_differing_beam']['batch']} | {r['answers_differing_beam']['continuous']} |",
         "",
         "Targets (issue 15): a one-word request behind long ones finishes in under 0.15x their time "
         f"(continuous: {sc['ratio']}); single words in an open loop at 80 % of capacity: p99 <= 2x the idle "

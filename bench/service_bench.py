@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -121,8 +122,11 @@ class InProcess:
         self.engine = ParallelTranscriber(ort_replicas(bundle, threads, self.variant, config=config, manifest=manifest))
         self.opts = DecodeOptions(beam_size=1, max_len=int(manifest.limits.max_target_len))
 
-    def decode(self, words: list[str], batch_size: int = 32) -> list[str]:
-        return [" ".join(r[0].phonemes) for r in self.engine.transcribe(self.tok, words, self.opts, batch_size)]
+    def decode(self, words: list[str], batch_size: int = 32, beam: int = 1, nbest: int = 1) -> list[str]:
+        """Each word's hypotheses (best first; one unless ``nbest``), joined by ' | '."""
+        opts = replace(self.opts, beam_size=beam, nbest=nbest)
+        found = self.engine.transcribe(self.tok, words, opts, batch_size)
+        return [" | ".join(" ".join(p.phonemes) for p in r) for r in found]
 
     def throughput(self, words: list[str]) -> dict:
         cpu, t = time.process_time(), time.perf_counter()

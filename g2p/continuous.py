@@ -1,5 +1,5 @@
-"""Continuous (iteration-level) batching of greedy decoding: rows join a running batch at the next decoder step
-and leave it when they finish, so a short request never waits for a long batch to end.
+"""Continuous (iteration-level) batching of greedy and beam-search decoding: rows join a running batch at the next
+decoder step and leave it when they finish, so a short request never waits for a long batch to end.
 
 A ``RowBatch`` holds the decoder state of every row in flight on one backend (its ``prefill`` and ``rows_step``
 graphs, see ``g2p.bundle``; a bundle without ``prefill``: its ``encoder`` and ``decoder``):
@@ -11,14 +11,20 @@ graphs, see ``g2p.bundle``; a bundle without ``prefill``: its ``encoder`` and ``
   and values after a first step of its own, else masked) and the slots to its left are masked (``past_mask``),
   which the ``rows_step`` graph turns into an attention bias; each row feeds its own position. Cross-attention
   keys/values are padded to the widest source (masked by ``src_mask``).
-- ``step`` runs one ``rows_step`` for every row and returns the rows that ended (``</s>`` or their length limit).
+- ``step`` runs one ``rows_step`` for every row and returns the words that ended (``</s>`` or their length limit).
+- A word searched with a beam of K takes K rows (newcomers by the ``prefill`` graph only): its beams' book-keeping is
+  ``g2p.decoding``'s (``_expand``/``_advance``: the same candidates, ties and ends as ``beam_search``), and after each
+  step its rows' self-attention caches are reordered among themselves (each new beam continues its parent's row;
+  the cross-attention keys/values and masks are the same in all K rows). Its rows are its K rows in ascending
+  order, which joining, reuse of dead rows and compaction all keep.
 - An ended row stays in the arrays as a dead row (all its slots masked, decoded and ignored) until a newcomer
   takes its place in place (no copy of the batch) or dead rows reach 1/``COMPACT_EVERY`` of the batch; slots that
   every row has masked are cut from the left. Both keep the per-step copying small.
 
-Every row's tokens equal those of ``g2p.decoding.greedy_search`` for the same source (the same argmax and the same
-log-probability arithmetic; the graph's masking adds exact zeros), whatever else is in the batch: the export's
-parity gate checks the graph against PyTorch, and the tests check this class against the step-by-step loop.
+Every greedy row's tokens equal those of ``g2p.decoding.greedy_search`` for the same source (the same argmax and the
+same log-probability arithmetic; the graph's masking adds exact zeros), and every beam word's n-best those of
+``beam_search``, whatever else is in the batch: the export's parity gate checks the graph against PyTorch, and the
+tests check this class against the step-by-step loops.
 Everything here is numpy; no torch.
 """
 
@@ -30,7 +36,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from g2p.bundle import PREFILL, ROWS_STEP
-from g2p.decoding import DecodeOptions, Hypothesis, greedy_pick
+from g2p.decoding import (
+    DecodeOptions,
+    Hypothesis,
+    _advance,
+    _Beams,
+    _expand,
+    _give_up,
+    _next_tokens,
+    _ranked,
+    _real,
+    _start,
+    greedy_pick,
+)
 from g2p.ort_backend import OrtBackend
 from g2p.tokenization import BOS_ID, EOS_ID, pad_batch
 
@@ -56,6 +74,7 @@ class _Newcomers:
     cross_k: np.ndarray
     cross_v: np.ndarray
     src_mask: np.ndarray
+    beam: int = 1  # rows a word (K consecutive rows each)
 
     @property
     def stepped(self) -> bool:
@@ -67,20 +86,42 @@ class _Newcomers:
         r = slice(start, None)
         return _Newcomers(self.keys[r], self.tokens[r], self.position, self.limits[r], self.logprob[r],
                           self.past_k[:, r], self.past_v[:, r], self.cross_k[:, r], self.cross_v[:, r],
-                          self.src_mask[r])  # fmt: skip
+                          self.src_mask[r], self.beam)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Ended:
-    """A row that left the batch: its key (what ``add`` was given) and its hypothesis."""
+    """A word that left the batch: its key (what ``add`` was given) and its hypotheses, best first (one for greedy,
+    the n-best for a beam)."""
 
     key: Hashable
-    hypothesis: Hypothesis
+    hypotheses: tuple[Hypothesis, ...]
+
+    @property
+    def hypothesis(self) -> Hypothesis:
+        return self.hypotheses[0]
 
 
-def supports_rows(backend: object) -> bool:
-    """True when ``backend`` can run a ``RowBatch`` (an ONNX Runtime backend whose variant has the graph)."""
-    return isinstance(backend, OrtBackend) and ROWS_STEP in backend.sessions
+@dataclass
+class _Group:
+    """A word searched with a beam: its beams (``g2p.decoding``'s book-keeping) and what ends it."""
+
+    beams: _Beams
+    limit: int
+    length_penalty: float
+    nbest: int
+
+    @property
+    def size(self) -> int:
+        return len(self.beams.live)
+
+
+def supports_rows(backend: object, beam: bool = False) -> bool:
+    """True when ``backend`` can run a ``RowBatch`` (an ONNX Runtime backend whose variant has the graph); with
+    ``beam``, beam-search words too (they join by the ``prefill`` graph)."""
+    if not isinstance(backend, OrtBackend) or ROWS_STEP not in backend.sessions:
+        return False
+    return not beam or PREFILL in backend.sessions
 
 
 class RowBatch:
@@ -90,11 +131,13 @@ class RowBatch:
         self.backend = backend
         self.session = backend.sessions[ROWS_STEP]
         self.prefill = backend.sessions.get(PREFILL)  # None: an older bundle (newcomers take a first step apart)
-        self.keys: list[Hashable | None] = []  # None: a dead row
+        self.keys: list[Hashable | None] = []  # None: a dead row; a beam word's key on each of its rows
+        self.groups: dict[Hashable, _Group] = {}  # the beam words in the batch
         self._empty()
 
     def _empty(self) -> None:
         self.keys = []
+        self.beam = np.zeros(0, np.int64)  # each row's beam size (1: greedy)
         self.tokens = np.zeros(0, np.int64)  # each row's next input token
         self.positions = np.zeros(0, np.int64)  # ... and its position
         self.limits = np.zeros(0, np.int64)
@@ -119,6 +162,11 @@ class RowBatch:
         return sum(k is not None for k in self.keys)
 
     @property
+    def words(self) -> int:
+        """Live words (a beam word's K rows count once)."""
+        return self.live - sum(g.size - 1 for g in self.groups.values())
+
+    @property
     def width(self) -> int:
         """Self-attention cache slots."""
         return self.past_mask.shape[1]
@@ -132,24 +180,36 @@ class RowBatch:
         """Newcomers: encode them and merge them into the batch. With the bundle's ``prefill`` graph that is one run
         (their cross keys/values) and they take their first step in the next ``step``; without it, the encoder and
         a first decoder step of their own, and those that ended there (``</s>`` first, or a limit of one token) are
-        returned at once. ``sources`` are token ids (with ``</s>``); ``options`` gives their length limits
-        (greedy)."""
+        returned at once. ``sources`` are token ids (with ``</s>``); ``options`` gives their length limits and
+        beam (a beam of K: K rows a word, by the ``prefill`` graph only)."""
         if not keys:
             return []
+        k = options.beam_size
+        if k > 1 and self.prefill is None:
+            raise ValueError(f"beam search in a row batch needs the variant's {PREFILL} graph")
+        if k > 1 and (set(keys) & self.groups.keys() or len(set(keys)) < len(keys)):
+            raise ValueError("a beam word's key is already in the batch")
         src, mask = pad_batch([list(s) for s in sources])
         limits = options.limits(mask)
         ended: list[Ended] = []
         new: _Newcomers | None
         if self.prefill is not None:
             ck, cv = self.prefill.run(["cross_k", "cross_v"], {"src_ids": src.astype(np.int64), "src_mask": mask})
-            n = len(keys)
+            if k > 1:  # K rows a word, the same source in each
+                ck, cv = np.repeat(ck, k, axis=1), np.repeat(cv, k, axis=1)
+                mask, limits = np.repeat(mask, k, axis=0), np.repeat(limits, k)
+            n = len(keys) * k
             shape = (ck.shape[0], n, ck.shape[2], 1, ck.shape[4])  # one masked slot each: no past yet
-            new = _Newcomers(list(keys), np.full(n, BOS_ID, np.int64), 0, limits, np.zeros(n),
-                             np.zeros(shape, np.float32), np.zeros(shape, np.float32), ck, cv, mask)  # fmt: skip
+            new = _Newcomers([key for key in keys for _ in range(k)], np.full(n, BOS_ID, np.int64), 0, limits,
+                             np.zeros(n), np.zeros(shape, np.float32), np.zeros(shape, np.float32), ck, cv,
+                             mask, k)  # fmt: skip
         else:
             new, ended = self._first_step(list(keys), src, mask, limits)
         if new is None:
             return ended
+        if k > 1:
+            for key, limit in zip(keys, limits[::k].tolist(), strict=True):
+                self.groups[key] = _Group(_start(k), int(limit), options.length_penalty, options.nbest)
         placed = self._reuse(new)
         if placed < len(new.keys):
             self._merge(new.part(placed))
@@ -169,7 +229,7 @@ class RowBatch:
         for i, key in enumerate(keys):
             if eos[i] or limits[i] <= 1:
                 tokens = () if eos[i] else (int(best[i]),)
-                ended.append(Ended(key, Hypothesis(tokens, float(chosen[i]), float(chosen[i]), bool(eos[i]))))
+                ended.append(Ended(key, (Hypothesis(tokens, float(chosen[i]), float(chosen[i]), bool(eos[i])),)))
             else:
                 stay.append(i)
         if not stay:
@@ -199,6 +259,7 @@ class RowBatch:
         for i, key in zip(rows.tolist(), new.keys[:n], strict=True):
             self.keys[i] = key
         self.tokens[rows], self.positions[rows], self.limits[rows] = new.tokens[:n], new.position, new.limits[:n]
+        self.beam[rows] = new.beam
         self.logprob[rows] = new.logprob[:n]
         self.out[rows] = 0
         if new.stepped:
@@ -225,6 +286,7 @@ class RowBatch:
         if not self.keys:
             self.keys = list(new.keys)
             self.tokens, self.positions, self.limits = new.tokens, positions, new.limits
+            self.beam = np.full(n, new.beam, np.int64)
             self.logprob, self.out = new.logprob, out
             self.past_k, self.past_v = np.ascontiguousarray(new.past_k), np.ascontiguousarray(new.past_v)
             self.cross_k, self.cross_v = np.ascontiguousarray(new.cross_k), np.ascontiguousarray(new.cross_v)
@@ -245,6 +307,7 @@ class RowBatch:
         self.keys += new.keys
         self.tokens = np.concatenate([self.tokens, new.tokens])
         self.positions = np.concatenate([self.positions, positions])
+        self.beam = np.concatenate([self.beam, np.full(n, new.beam, np.int64)])
         self.limits = np.concatenate([self.limits, new.limits])
         self.logprob = np.concatenate([self.logprob, new.logprob])
         self.out = np.concatenate([_pad(self.out, 1, out.shape[1] - self.out.shape[1]), out])
@@ -271,37 +334,81 @@ class RowBatch:
         self.past_mask = np.concatenate([self.past_mask, live[:, None]], axis=1)
         best, chosen = _pick(logits)
         steps = self.positions + 1  # tokens emitted once this one counts
-        self.logprob[live] += chosen[live]
+        greedy = live & (self.beam == 1)
+        self.logprob[greedy] += chosen[greedy]
         eos = best == EOS_ID
-        emit = live & ~eos
+        emit = greedy & ~eos
         self.out[emit, self.positions[emit]] = best[emit]
-        done = live & (eos | (steps >= self.limits))
+        done = greedy & (eos | (steps >= self.limits))
         ended = []
-        for i in np.flatnonzero(done):
+        for i in np.flatnonzero(done).tolist():
             length = int(self.positions[i]) + (0 if eos[i] else 1)
             tokens = tuple(self.out[i, :length].tolist())
-            ended.append(Ended(self.keys[i], Hypothesis(tokens, float(self.logprob[i]), float(self.logprob[i]),
-                                                         bool(eos[i]))))  # fmt: skip
-            self.keys[i] = None
-            self.past_mask[i] = False
+            ended.append(Ended(self.keys[i], (Hypothesis(tokens, float(self.logprob[i]), float(self.logprob[i]),
+                                                          bool(eos[i])),)))  # fmt: skip
+            self._kill([i])
         self.tokens = np.where(emit, best, EOS_ID).astype(np.int64)
+        if self.groups:
+            ended += self._search(logits.reshape(len(self.keys), -1), steps)
         self.positions = np.minimum(self.positions + 1, self.limits - 1)  # a dead row stays within the table
         self._compact()
         self._trim()
         return ended
 
+    def _search(self, logits: np.ndarray, steps: np.ndarray) -> list[Ended]:
+        """One step of every beam word, from its rows' ``logits`` (rows, V) at output length ``steps`` (per row):
+        ``_expand``/``_advance`` as in ``beam_search``; a word that is done leaves (its n-best), the others' rows
+        get their caches reordered (each new beam continues its parent's row) and their next tokens."""
+        ended = []
+        for key, rows in self._group_rows().items():
+            group = self.groups[key]
+            candidates = _expand(logits[rows], [group.beams])[0]
+            t = int(steps[rows[0]])
+            parents = _advance(group.beams, candidates, t, t >= group.limit, group.length_penalty)
+            if parents is None:
+                ended.append(Ended(key, tuple(_ranked(group.beams.finished, group.nbest))))
+                del self.groups[key]
+                self._kill(rows)
+                continue
+            source = rows[parents]
+            if (source != rows).any():
+                self.past_k[:, rows] = self.past_k[:, source]
+                self.past_v[:, rows] = self.past_v[:, source]
+            self.tokens[rows] = _next_tokens([group.beams])
+        return ended
+
+    def _group_rows(self) -> dict[Hashable, np.ndarray]:
+        """Each beam word's rows, in beam order (ascending)."""
+        rows: dict[Hashable, list[int]] = {}
+        for i in np.flatnonzero(self.beam > 1).tolist():
+            key = self.keys[i]
+            if key is not None:
+                rows.setdefault(key, []).append(i)
+        return {key: np.asarray(r) for key, r in rows.items()}
+
+    def _kill(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Rows that left: dead (every slot masked) until reused or compacted away."""
+        for i in rows:
+            self.keys[int(i)] = None
+        self.past_mask[rows] = False
+
     def drop(self, dead: Sequence[Hashable]) -> list[Ended]:
-        """Remove the live rows whose keys are in ``dead`` (cancelled, expired): their hypotheses as they stand,
-        unfinished."""
+        """Remove the live words whose keys are in ``dead`` (cancelled, expired): their hypotheses as they stand,
+        unfinished (a beam word's live beams, as ``beam_search`` gives them up)."""
         gone = set(dead)
         ended = []
         for i, key in enumerate(self.keys):
-            if key is not None and key in gone:
+            if key is not None and key in gone and self.beam[i] == 1:
                 n = int(self.positions[i])
                 tokens = tuple(self.out[i, :n].tolist())
-                ended.append(Ended(key, Hypothesis(tokens, float(self.logprob[i]), float(self.logprob[i]), False)))
-                self.keys[i] = None
-                self.past_mask[i] = False
+                ended.append(Ended(key, (Hypothesis(tokens, float(self.logprob[i]), float(self.logprob[i]), False),)))
+                self._kill([i])
+        for key, rows in self._group_rows().items():
+            if key in gone:
+                group = self.groups.pop(key)
+                _give_up(group.beams, _real(group.beams.live), int(self.positions[rows[0]]), group.length_penalty)
+                ended.append(Ended(key, tuple(_ranked(group.beams.finished, group.nbest))))
+                self._kill(rows)
         self._compact()
         return ended
 
@@ -316,7 +423,7 @@ class RowBatch:
             return
         keep = np.fromiter((k is not None for k in self.keys), bool, self.rows)
         self.keys = [k for k in self.keys if k is not None]
-        for name in ("tokens", "positions", "limits", "logprob", "out", "past_mask", "src_mask"):
+        for name in ("tokens", "positions", "limits", "beam", "logprob", "out", "past_mask", "src_mask"):
             setattr(self, name, getattr(self, name)[keep])
         for name in ("past_k", "past_v", "cross_k", "cross_v"):
             setattr(self, name, np.compress(keep, getattr(self, name), axis=1))

@@ -10,21 +10,22 @@ time) leaves the batch at the next decoder step.
 Two schedulings (``scheduling``, the setting ``G2P_SCHEDULING``):
 - ``batch`` (default): a job arriving while a batch decodes waits for the next batch (at most one batch's
   decoding time plus the queue delay); a greedy batch is one run of the fused variant's ``greedy`` graph.
-- ``continuous``: greedy, non-streamed jobs go to a worker's running ``g2p.continuous.RowBatch``: their words join
-  it at its next decoder step and leave it as they end (``_run_rows``, ``_RowSession``). A job already decoding
-  leaves ``HEADROOM`` of the rows free, and free rows go first to the job with the fewest rows, so a one-word
-  request sent while every worker decodes long requests finishes long before them; beam search and streaming
-  still go by batch. It needs the bundle's ``rows_step`` graph (else the model's jobs go by batch), and costs
+- ``continuous``: non-streamed jobs go to a worker's running ``g2p.continuous.RowBatch``: their words join it at
+  its next decoder step and leave it as they end (``_run_rows``, ``_RowSession``); a word searched with a beam of K
+  takes K rows, beside greedy words and words of other beam sizes. A job already decoding leaves ``HEADROOM`` of
+  the rows free, and free rows go first to the job with the fewest rows, so a one-word request sent while every
+  worker decodes long requests finishes long before them; streaming still goes by batch. It needs the bundle's
+  ``rows_step`` graph (beam search also its ``prefill`` graph; else the model's jobs go by batch), and costs
   throughput: the per-step runs and the newcomers' encoder runs do more work than the ``greedy`` graph's loop
   (``bench/results/scheduling.md``).
 
 A lone request (empty queue, last batch not shared) starts at once: the queue delay is only waited under load,
 and ``run`` decodes it in the caller's thread when no batch is decoding (with continuous scheduling, only a job of
-at most ``INLINE_ROWS_WORDS`` words: a longer one would hold a backend that a worker needs). A job whose deadline
-passed or whose client went away is never decoded: every batch, the inline one too, checks its jobs before it
-starts; a plain greedy batch runs whole (the fused variant's ``greedy`` graph: one ONNX Runtime run) and checks
-its rows once more just before that run; streaming, beam search and continuous batching go step by step and drop
-dead rows at the next step. Each dropped job is counted in ``g2p_dropped_requests_total{reason}``.
+at most ``INLINE_ROWS_WORDS`` rows, words x beam: a longer one would hold a backend that a worker needs). A job
+whose deadline passed or whose client went away is never decoded: every batch, the inline one too, checks its
+jobs before it starts; a plain greedy batch runs whole (the fused variant's ``greedy`` graph: one ONNX Runtime
+run) and checks its rows once more just before that run; streaming, beam search and continuous batching go step by
+step and drop dead rows at the next step. Each dropped job is counted in ``g2p_dropped_requests_total{reason}``.
 The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
 it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
 This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
@@ -72,11 +73,14 @@ RELEASE_AFTER_BYTES = 64 * 1024 * 1024
 
 SCHEDULING = ("continuous", "batch")
 INLINE_ROWS_WORDS = 8
-"""Continuous batching: a lone job of at most this many words on an idle engine is still decoded at once in the
-caller's thread (its whole-batch greedy run takes milliseconds); a longer one goes to a worker's running batch."""
+"""Continuous batching: a lone job of at most this many rows (words x beam) on an idle engine is still decoded at
+once in the caller's thread (its whole-batch run takes milliseconds); a longer one goes to a worker's running batch."""
 HEADROOM = 0.125
-"""Continuous batching: the share of a batch's rows that a job already decoding leaves free, so that a request
-arriving next joins at the next step instead of waiting for a row to end."""
+"""Continuous batching: the share of a batch's words that a job already decoding leaves free, so that a request
+arriving next joins at the next step instead of waiting for a word to end."""
+MAX_ROWS_BEAM = 16
+"""Continuous batching without a memory budget: a batch holds at most ``max_batch_size`` words and this many times
+as many rows (beam words take K rows each; the settings' largest beam by default)."""
 
 
 DECODE_NICENESS = 10
@@ -278,7 +282,7 @@ class Engine:
         (``INLINE_ROWS_WORDS``): a long one would hold a backend that a worker's running batch needs. The caller
         holds the lock."""
         idle = self._accepting and not self._queue and self._busy == 0
-        short = len(job.words) <= INLINE_ROWS_WORDS or not self._joins_rows(job)
+        short = len(job.words) * job.options.beam_size <= INLINE_ROWS_WORDS or not self._joins_rows(job)
         return idle and self._last_jobs <= 1 and short
 
     def _admit(self, job: Job) -> None:
@@ -377,14 +381,13 @@ class Engine:
             self._settle(batch, self._run_rows if self._joins_rows(batch[0]) else self._run)
 
     def _joins_rows(self, job: Job) -> bool:
-        """Whether ``job`` is decoded by continuous batching: greedy words, not streamed, on a model with the
-        graph for it (``g2p.continuous``), when the engine schedules that way."""
+        """Whether ``job`` is decoded by continuous batching: words, not streamed, on a model with the graphs for
+        it (``g2p.continuous``; beam search needs ``prefill`` too), when the engine schedules that way."""
         return (
             self.continuous
             and job.work is None
             and job.on_token is None
-            and job.options.beam_size == 1
-            and job.model.rows_capable
+            and (job.model.rows_capable if job.options.beam_size == 1 else job.model.rows_beam_capable)
         )
 
     def _settle(self, batch: list[Job], work: Callable[[list[Job]], None]) -> None:
@@ -445,25 +448,28 @@ class Engine:
         with self._cv:
             self._last_jobs = session.most_jobs
 
-    def _pull_rows(self, model: ModelVersion, free: int, backlog: bool) -> list[Job]:
-        """Queued jobs that can join a row session of ``model`` now: oldest first, those whose words fit the
-        ``free`` rows (a session without a ``backlog`` of waiting words also takes one job larger than that);
+    def _pull_rows(self, model: ModelVersion, free: tuple[int, int], backlog: bool) -> list[Job]:
+        """Queued jobs that can join a row session of ``model`` now: oldest first, those whose words and rows
+        (words x beam) fit the ``free`` ones (a session without a ``backlog`` of waiting words also takes one job
+        larger than that);
         larger ones stay queued for another worker or a later step. None once the oldest queued job cannot join
         (a beam or streaming job, another model): the session then ends with its rows and that job goes next."""
-        if free <= 0:
+        free_words, free_rows = free
+        if free_words <= 0 or free_rows <= 0:
             return []
         with self._cv:
             if not self._queue or self._queue[0].model is not model or not self._joins_rows(self._queue[0]):
                 return []
             pulled: list[Job] = []
             for job in self._queue:
-                if free <= 0:
+                if free_words <= 0 or free_rows <= 0:
                     break
                 if job.model is not model or not self._joins_rows(job):
                     continue
-                if len(job.words) <= free or not (backlog or pulled):
+                rows = len(job.words) * job.options.beam_size
+                if (len(job.words) <= free_words and rows <= free_rows) or not (backlog or pulled):
                     pulled.append(job)
-                    free -= len(job.words)
+                    free_words, free_rows = free_words - len(job.words), free_rows - rows
             for job in pulled:
                 self._queue.remove(job)
             if pulled:
@@ -558,24 +564,24 @@ class _RowSession:
         self.left: dict[Job, int] = {}  # words not ended yet
         self.inflight: dict[Job, int] = {}  # words in rows now
         self.most_jobs = 0
-        self.size = self._size()
+        self.size = engine.max_batch_size  # words at most, as a batch of the batch path
+        self.row_cap = self._row_cap()
 
-    def _size(self) -> int:
-        """Rows at most: ``max_batch_size``, fewer when rows of the model's longest word at its longest output
-        would take the batch over the engine's memory share (``batch_bytes``)."""
-        size, share = self.engine.max_batch_size, self.engine.memory_share
+    def _row_cap(self) -> int:
+        """Rows at most (a beam word takes K): as many as fit the engine's memory share (``batch_bytes`` of the
+        model's longest word at its longest output; at least 1), ``size`` x the widest beam when unbounded."""
         worst = DecodeOptions(max_len=self.model.max_output_tokens)
-        while size > 1 and share and batch_bytes(self.model, size, self.model.max_input_chars, worst) > share:
-            size //= 2
-        return size
+        row = batch_bytes(self.model, 1, self.model.max_input_chars, worst)
+        share = self.engine.memory_share
+        return max(1, share // row) if share else self.size * MAX_ROWS_BEAM
 
     @property
     def busy(self) -> bool:
         return bool(self.left)
 
-    def free(self) -> int:
-        """Rows the running batch could take now."""
-        return self.size - self.rows.live
+    def free(self) -> tuple[int, int]:
+        """Words and rows the running batch could take now."""
+        return self.size - self.rows.words, self.row_cap - self.rows.live
 
     def join(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -595,29 +601,33 @@ class _RowSession:
         began = time.perf_counter()
         ended = self._admit()
         if self.rows.live:
-            self.engine.metrics.batch_size.observe(self.rows.live)
+            self.engine.metrics.batch_size.observe(self.rows.words)
             ended += self.rows.step()
             self.engine.metrics.batch_time.observe(time.perf_counter() - began)
         for e in ended:
             job, i = cast(tuple[Job, int], e.key)
             if job in self.left:
-                self._ended(job, i, [pronunciation(self.model.tokenizers, e.hypothesis)])
+                self._ended(job, i, [pronunciation(self.model.tokenizers, h) for h in e.hypotheses])
 
     def _admit(self) -> list[Ended]:
-        """Waiting words into the free rows, one at a time to the job with the fewest words in rows (the oldest
-        first among equals): a short job gets a row at the next step however many words a long one has waiting,
-        and a long one keeps its turn once its rows end. A job that already has rows fills the batch only up to
-        ``HEADROOM`` short of its size: rows are kept free for a job that arrives next. Returns the rows that
-        ended at their first step."""
+        """Waiting words into the free rows (a beam word takes K), one at a time to the job with the fewest words
+        in rows (the oldest first among equals): a short job gets rows at the next step however many words a long
+        one has waiting, and a long one keeps its turn once its rows end. A job that already has rows fills the
+        batch only up to ``HEADROOM`` short of its size: rows are kept free for a job that arrives next. A beam
+        wider than the batch's size joins an empty batch alone (as the batch path decodes such a word alone).
+        Returns the words that ended at their first step."""
         size = self.size
         busy_cap = size - max(1, int(size * HEADROOM))
         keys: list[tuple[Job, int]] = []
-        while self.waiting and self.rows.live + len(keys) < size:
+        words, rows = self.rows.words, self.rows.live
+        while self.waiting and words < size:
             job = min(self.waiting, key=self.inflight.__getitem__)  # dicts keep insertion order: oldest first
-            if self.inflight[job] and self.rows.live + len(keys) >= busy_cap:
+            need = job.options.beam_size
+            if (self.inflight[job] and words >= busy_cap) or (rows and rows + need > self.row_cap):
                 break
             queue = self.waiting[job]
             keys.append((job, queue.popleft()))
+            words, rows = words + 1, rows + need
             self.inflight[job] += 1
             if not queue:
                 del self.waiting[job]

@@ -100,6 +100,11 @@ class ModelVersion:
         return supports_rows(self.backend)
 
     @property
+    def rows_beam_capable(self) -> bool:
+        """Whether beam search too can decode by continuous batching (the variant also has the ``prefill`` graph)."""
+        return supports_rows(self.backend, beam=True)
+
+    @property
     def max_output_tokens(self) -> int:
         return self.manifest.limits.max_target_len
 

@@ -1,5 +1,5 @@
-"""Continuous batching: rows joining a running batch at any step decode exactly as the step-by-step greedy loop
-does for each word alone, and in the engine a short job does not wait for a long one."""
+"""Continuous batching: rows joining a running batch at any step decode exactly as the step-by-step loops (greedy
+and beam search) do for each word alone, and in the engine a short job does not wait for a long one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import WORDS
 
 from g2p.bundle import PREFILL, ROWS_STEP, verify_bundle
 from g2p.continuous import RowBatch, supports_rows
-from g2p.decoding import DecodeOptions, greedy_search
+from g2p.decoding import DecodeOptions, beam_search, greedy_search
 from g2p.ort_backend import CPU, OrtBackend, ort_replicas
 from g2p.pipeline import ParallelTranscriber
 from g2p.tokenization import G2PTokenizers, pad_batch
@@ -68,6 +68,68 @@ def test_rows_joining_at_random_steps_decode_as_each_word_alone(bundle, tokenize
     assert max(widths) <= max_len + 8  # masked slots on the left are cut as the batch goes on
 
 
+@pytest.mark.parametrize("max_len", [48, 3])
+def test_beam_words_joining_beside_greedy_rows_search_as_each_word_alone(bundle, tokenizers, max_len):
+    """Beam words (K rows each, two beam sizes) and greedy words join one batch at random steps, beside each
+    other and into rows freed by words that ended: each beam word's n-best equals ``beam_search`` of it alone (the
+    same tokens, order, ends and scores), each greedy word's tokens the greedy loop's."""
+    backend = OrtBackend(bundle[0], "fused", greedy_graph=False)
+    assert supports_rows(backend, beam=True)
+    words = _words(60, seed=7)
+    ids = tokenizers.encode_source(words)
+    kinds = [
+        DecodeOptions(max_len=max_len),
+        DecodeOptions(beam_size=3, nbest=3, max_len=max_len),
+        DecodeOptions(beam_size=5, nbest=2, length_penalty=0.6, max_len=max_len),
+    ]
+    option = [kinds[i % 3] for i in range(len(words))]
+    expected = []
+    for seq, options in zip(ids, option, strict=True):
+        src, mask = pad_batch([seq])
+        expected.append(beam_search(backend, src, mask, options)[0] if options.beam_size > 1 else
+                        greedy_search(backend, src, mask, options))  # fmt: skip
+    rows, got, rng, pending = RowBatch(backend), {}, random.Random(8), list(range(len(words)))
+    while pending or rows.live:
+        take = rng.choice([0, 0, 1, 2, 5])
+        new, pending = pending[:take], pending[take:]
+        for options in kinds:
+            mine = [i for i in new if option[i] is options]
+            for e in rows.add(mine, [ids[i] for i in mine], options):
+                got[e.key] = e.hypotheses
+        for e in rows.step():
+            assert e.key not in got
+            got[e.key] = e.hypotheses
+    assert len(got) == len(words) and not rows.groups
+    for i in range(len(words)):
+        assert [h.tokens for h in got[i]] == [h.tokens for h in expected[i]], words[i]
+        assert [h.finished for h in got[i]] == [h.finished for h in expected[i]]
+        assert [h.score for h in got[i]] == pytest.approx([h.score for h in expected[i]], abs=1e-4)
+    assert rows.rows == 0
+
+
+def test_a_dropped_beam_word_leaves_and_the_others_are_unchanged(bundle, tokenizers):
+    backend = OrtBackend(bundle[0], "fused", greedy_graph=False)
+    words = _words(6, seed=9)
+    ids = tokenizers.encode_source(words)
+    options = DecodeOptions(beam_size=4, nbest=2)
+    expected = []
+    for seq in ids:
+        src, mask = pad_batch([seq])
+        expected.append(beam_search(backend, src, mask, options)[0])
+    rows = RowBatch(backend)
+    rows.add(list(range(6)), ids, options)
+    rows.step()
+    gone = rows.drop([2])
+    assert [e.key for e in gone] == [2] and all(not h.finished for h in gone[0].hypotheses)
+    assert rows.live == 5 * 4 and 2 not in rows.groups
+    got = {}
+    while rows.live:
+        got |= {e.key: e.hypotheses for e in rows.step()}
+    assert sorted(got) == [0, 1, 3, 4, 5]
+    for i in got:
+        assert [h.tokens for h in got[i]] == [h.tokens for h in expected[i]]
+
+
 def test_a_dropped_row_leaves_and_the_others_are_unchanged(bundle, tokenizers):
     backend = OrtBackend(bundle[0], "fused", greedy_graph=False)
     words = _words(10, seed=2)
@@ -109,21 +171,24 @@ def test_the_engine_gives_the_same_answers_both_ways_and_a_short_job_overtakes_a
             finished: list[str] = []
             long_job = Job(model, _words(200, seed=3), DecodeOptions())
             short_job = Job(model, ["cat"], DecodeOptions())
-            beam_job = Job(model, ["dog", "cats"], DecodeOptions(beam_size=3))
-            for name, job in (("long", long_job), ("short", short_job), ("beam", beam_job)):
+            long_beam = Job(model, _words(40, seed=10), DecodeOptions(beam_size=4, nbest=2))
+            beam_job = Job(model, ["dog", "cats"], DecodeOptions(beam_size=3, nbest=3))
+            jobs = {"long": long_job, "long beam": long_beam, "short": short_job, "beam": beam_job}
+            for name, job in jobs.items():
                 job.future.add_done_callback(lambda _, n=name, done=finished: done.append(n))
                 engine.submit(job)
-            results[scheduling] = [j.future.result(60) for j in (long_job, short_job, beam_job)]
+            results[scheduling] = [j.future.result(60) for j in jobs.values()]
             order[scheduling] = finished
         finally:
             engine.stop()
     for got, want in zip(results["continuous"], results["batch"], strict=True):  # the same tokens; the scores
         assert len(got) == len(want)  # come from other graphs (the batch path runs the greedy Loop graph)
         for g, w in zip(got, want, strict=True):
-            assert (g[0].phonemes, g[0].finished) == (w[0].phonemes, w[0].finished)
-            assert g[0].logprob == pytest.approx(w[0].logprob, abs=1e-4)
-    assert order["batch"][0] == "long"  # per batch, the short job waits for the long one's batch to end
-    assert order["continuous"][0] == "short"  # it joins the running batch and leaves it long before
+            assert [(h.phonemes, h.finished) for h in g] == [(h.phonemes, h.finished) for h in w]
+            assert [h.logprob for h in g] == pytest.approx([h.logprob for h in w], abs=1e-4)
+    assert len(results["continuous"][3][0]) == 3  # the n-best of a beam job
+    assert order["batch"][:2] == ["long", "long beam"]  # per batch, the short jobs wait for the long ones
+    assert set(order["continuous"][:2]) == {"short", "beam"}  # they join the running batch, leave it long before
 
 
 def test_a_cancelled_job_leaves_the_running_batch(bundle):
