@@ -190,12 +190,19 @@ def same_outputs(
 
 
 def rows_decode_check(
-    variant: str, reference: Backend, candidate: OrtBackend, tok: G2PTokenizers, words: Sequence[str], max_len: int
+    variant: str,
+    reference: Backend,
+    candidate: OrtBackend,
+    tok: G2PTokenizers,
+    words: Sequence[str],
+    max_len: int,
+    beam_size: int = 1,
 ) -> DecodeCheck:
-    """Greedy decoding by continuous batching (``g2p.continuous``: the words join a running batch a few at a
-    time, at different steps) against the reference's greedy decoding: identical token sequences."""
-    options = DecodeOptions(max_len=max_len)
+    """Decoding by continuous batching (``g2p.continuous``: the words join a running batch a few at a time, at
+    different steps; a beam word K rows) against the reference's decoding, greedy or with ``beam_size``: identical
+    token sequences (the best hypothesis)."""
+    options = DecodeOptions(beam_size=beam_size, nbest=1, max_len=max_len)
     ref = [r[0].phonemes for r in transcribe(reference, tok, words, options)]
     hyps = decode_joining(candidate, tok.encode_source(words), options)
     cand = [tuple(tok.decode_target(h.tokens)) for h in hyps]
-    return same_outputs(variant, 1, words, ref, cand)
+    return same_outputs(variant, beam_size, words, ref, cand)

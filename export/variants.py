@@ -125,10 +125,11 @@ def fused_variant(ctx: VariantContext) -> VariantResult:
             check, _ = decode_check(label, ctx.torch_backend, backend, ctx.tok, ctx.words, beam, cfg.max_target_len)
             checks.append(check)
             log(f"decode parity {label} beam {beam}: {check.identical}/{check.words} identical")
-    rows = rows_decode_check("fused (continuous batching)", ctx.torch_backend, steps, ctx.tok, ctx.words,
-                             cfg.max_target_len)  # fmt: skip
-    checks.append(rows)
-    log(f"decode parity fused (continuous batching) beam 1: {rows.identical}/{rows.words} identical")
+    for beam in opts.beams:
+        rows = rows_decode_check("fused (continuous batching)", ctx.torch_backend, steps, ctx.tok, ctx.words,
+                                 cfg.max_target_len, beam)  # fmt: skip
+        checks.append(rows)
+        log(f"decode parity fused (continuous batching) beam {beam}: {rows.identical}/{rows.words} identical")
     if not all(c.ok for c in checks):
         raise _gate_error("fused", checks)
     ctx.fused = paths

@@ -444,14 +444,15 @@ class RowBatch:
 def decode_joining(
     backend: OrtBackend, sources: Sequence[Sequence[int]], options: DecodeOptions, join: int = 7, rows: int = 32
 ) -> list[Hypothesis]:
-    """Greedy hypotheses of ``sources`` (token ids) decoded by one ``RowBatch``: ``join`` newcomers join at each
-    step while fewer than ``rows`` rows run, so words start at different steps beside different batch-mates (what
-    the export's gate and the tests check against the step-by-step loop)."""
+    """The best hypothesis of each of ``sources`` (token ids) decoded by one ``RowBatch`` (greedy, or a beam of
+    ``options.beam_size`` rows a word): up to ``join`` newcomers join at each step while rows are free (``rows`` at
+    most), so words start at different steps beside different batch-mates (what the export's gate and the tests
+    check against the step-by-step loops)."""
     batch = RowBatch(backend)
     out: dict[Hashable, Hypothesis] = {}
     pending = list(range(len(sources)))
     while pending or batch.live:
-        take = min(join, max(rows - batch.live, 0))
+        take = min(join, max((rows - batch.live) // options.beam_size, 0))
         new, pending = pending[:take], pending[take:]
         for e in batch.add(new, [sources[i] for i in new], options) + batch.step():
             out[e.key] = e.hypothesis

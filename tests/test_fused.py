@@ -84,7 +84,13 @@ def test_the_export_records_the_fused_gates(bundle):
     assert set(fused.files) == {*GRAPH_NAMES, GREEDY, ROWS_STEP, PREFILL}
     assert "fused_weights.bin" in manifest.sha256  # tampering with the shared weights is caught too
     labels = {(c.variant, c.beam_size) for c in manifest.parity.decode_checks}
-    assert {("fused", 1), ("fused (step by step)", 1), ("fused", 3), ("fused (continuous batching)", 1)} <= labels
+    assert {
+        ("fused", 1),
+        ("fused (step by step)", 1),
+        ("fused", 3),
+        ("fused (continuous batching)", 1),
+        ("fused (continuous batching)", 3),
+    } <= labels
     assert any(c.graph.startswith("fused_") for c in manifest.parity.tensor_checks)
     assert any(c.graph == f"fused_{ROWS_STEP}" for c in manifest.parity.tensor_checks)
     assert any(c.graph == f"fused_{PREFILL}" for c in manifest.parity.tensor_checks)
