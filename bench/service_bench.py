@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -137,18 +138,34 @@ class InProcess:
 
 # ---------------------------------------------------------------------------------------------- servers
 class Echo(pb_grpc.G2PServicer):
-    """The wire's floor: answers every Generate with a fixed pronunciation, decodes nothing; with ``hold_ms``,
-    keeps its thread busy that long first (numpy products, which release the GIL like onnxruntime does), as a
-    decode would."""
+    """The wire's floor: answers every Generate with a fixed pronunciation, and every Phonemize with one fixed
+    pronunciation a whitespace-separated token (a response of the same shape as the service's), decodes nothing;
+    with ``hold_ms``, keeps its thread busy that long first (numpy products, which release the GIL like
+    onnxruntime does), as a decode would."""
 
     def __init__(self, hold_ms: float) -> None:
         self.hold = hold_ms / 1000
         self.a = np.ones((64, 64), np.float32)
 
-    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> pb.GenerateResponse:  # noqa: N802
+    def _busy(self) -> None:
         end = time.perf_counter() + self.hold
         while time.perf_counter() < end:
             self.a @ self.a
+
+    def Phonemize(self, request: pb.PhonemizeRequest, context: grpc.ServicerContext) -> pb.PhonemizeResponse:  # noqa: N802
+        self._busy()
+        results = []
+        for text in request.texts:
+            tokens = []
+            for m in re.finditer(r"\S+", text):
+                word = pb.SpokenWord(word=m.group().lower(), phonemes="HH AH0 L OW1", source=pb.SOURCE_LEXICON)
+                tokens.append(pb.TextToken(text=m.group(), start=m.start(), end=m.end(), kind=pb.TOKEN_KIND_WORD,
+                                           words=[word]))  # fmt: skip
+            results.append(pb.TextResult(phonemes=" | ".join("HH AH0 L OW1" for _ in tokens), tokens=tokens))
+        return pb.PhonemizeResponse(results=results, model="echo")
+
+    def Generate(self, request: pb.GenerateRequest, context: grpc.ServicerContext) -> pb.GenerateResponse:  # noqa: N802
+        self._busy()
         hyp = pb.Hypothesis(text="HH AH0 L OW1", tokens=["HH", "AH0", "L", "OW1"], finished=True)
         return pb.GenerateResponse(outputs=[pb.Output(input=w, hypotheses=[hyp]) for w in request.inputs], model="echo")
 

@@ -4,6 +4,7 @@
 //   loadgen --target 127.0.0.1:50051 --words FILE --clients 32 [--timeout-ms 30000] [--warmup 0] [--beam N]
 //           [--summary]
 //   loadgen --target 127.0.0.1:50051 --words -            (one client, driven word by word; see below)
+//   loadgen --target 127.0.0.1:50051 --words - --method phonemize   (the same, one text per line; see below)
 //
 // FILE: one word per line, the first whitespace-separated field (a word list, or a `WORD  PHONEMES` dictionary).
 // --beam N: options.beam_size of every request (default: the server's).
@@ -26,6 +27,9 @@
 // With --words - it reads words from stdin and, for each, sends one request and answers with one line on stdout:
 // "<latency ms>\t<status code>\t<first hypothesis>", flushed: a caller can interleave these requests with its
 // own work (the service bench alternates them with in-process decodes of the same words, word by word).
+// With --method phonemize (--words - only) each line is a text sent as one g2p.v1.G2P/Phonemize request, and the
+// answer line is "<latency ms>\t<status code>\t<source of each spoken word, comma-separated>\t<phoneme string>"
+// (the text benchmark's one-unknown-word pairs, measured without the Python client's own cost).
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
@@ -76,7 +80,7 @@ std::string json_string(const std::string& s) {
 int usage(const char* msg) {
   std::cerr << "loadgen: " << msg
             << "\nusage: loadgen --target HOST:PORT --words FILE|- [--clients N] [--timeout-ms MS] [--warmup N] [--beam N]"
-               " [--summary] [--rate R --duration-s S [--seed N]]\n";
+               " [--summary] [--rate R --duration-s S [--seed N]] [--method generate|phonemize]\n";
   return 2;
 }
 
@@ -163,7 +167,7 @@ int open_loop(const std::vector<std::shared_ptr<grpc::Channel>>& channels, const
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string target, words_path;
+  std::string target, words_path, method = "generate";
   int clients = 1, timeout_ms = 30000, warmup = 0, beam = 0;
   double rate = 0, duration_s = 0;
   unsigned seed = 1;
@@ -192,6 +196,8 @@ int main(int argc, char** argv) {
       rate = std::atof(value.c_str());
     } else if (arg == "--duration-s") {
       duration_s = std::atof(value.c_str());
+    } else if (arg == "--method") {
+      method = value;
     } else if (arg == "--seed") {
       seed = static_cast<unsigned>(std::atol(value.c_str()));
     } else {
@@ -205,6 +211,8 @@ int main(int argc, char** argv) {
   if (beam < 0) return usage("--beam must be >= 1 (0: the server's default)");
   const bool interactive = words_path == "-";
   if (interactive && clients != 1) return usage("--words - drives one client (--clients 1)");
+  if (method != "generate" && method != "phonemize") return usage("--method is generate or phonemize");
+  if (method == "phonemize" && !interactive) return usage("--method phonemize takes its texts from --words -");
   std::vector<std::string> words;
   if (!interactive) {
     std::ifstream in(words_path);
@@ -246,6 +254,32 @@ int main(int argc, char** argv) {
       out->text = response.outputs(0).hypotheses(0).text();
     }
   };
+  if (interactive && method == "phonemize") {
+    g2p::v1::G2P::Stub stub(channels[0]);
+    for (std::string text; std::getline(std::cin, text);) {
+      g2p::v1::PhonemizeRequest request;
+      request.add_texts(text);
+      g2p::v1::PhonemizeResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+      const auto t0 = std::chrono::steady_clock::now();
+      const grpc::Status status = stub.Phonemize(&context, request, &response);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      std::string sources, phonemes;
+      if (status.ok() && response.results_size() == 1) {
+        for (const auto& token : response.results(0).tokens()) {
+          for (const auto& word : token.words()) {
+            sources += (sources.empty() ? "" : ",") + g2p::v1::Source_Name(word.source());
+          }
+        }
+        phonemes = response.results(0).phonemes();
+      } else if (!status.ok()) {
+        std::cerr << "loadgen: phonemize: status " << status.error_code() << ": " << status.error_message() << "\n";
+      }
+      std::cout << ms << '\t' << status.error_code() << '\t' << sources << '\t' << phonemes << std::endl;
+    }
+    return 0;
+  }
   if (interactive) {
     g2p::v1::G2P::Stub stub(channels[0]);
     for (std::string word; std::getline(std::cin, word);) {
