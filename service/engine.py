@@ -222,7 +222,7 @@ class Engine:
         scheduling: str = "batch",
     ) -> None:
         """``memory_share``: estimated bytes one batch may take (``batch_bytes``); 0 = unbounded.
-        ``scheduling``: ``continuous`` (greedy words join and leave a running batch step by step, where the model
+        ``scheduling``: ``continuous`` (words join and leave a running batch step by step, where the model
         has the graph for it) or ``batch`` (every job waits for a batch of its own)."""
         if scheduling not in SCHEDULING:
             raise ValueError(f"scheduling must be one of {SCHEDULING}, got {scheduling!r}")

@@ -15,7 +15,7 @@ from g2p.decoding import DecodeOptions, beam_search, greedy_search
 from g2p.ort_backend import CPU, OrtBackend, ort_replicas
 from g2p.pipeline import ParallelTranscriber
 from g2p.tokenization import G2PTokenizers, pad_batch
-from service.engine import Engine, Job
+from service.engine import Engine, Job, batch_bytes
 from service.metrics import Metrics
 from service.runtime import ModelVersion
 
@@ -146,7 +146,7 @@ def test_a_dropped_row_leaves_and_the_others_are_unchanged(bundle, tokenizers):
         assert got[i].tokens == expected[i].tokens
 
 
-def _engine(bundle, scheduling, workers=1, max_batch=16):
+def _engine(bundle, scheduling, workers=1, max_batch=16, memory_share=0):
     """An engine and the tiny bundle's fused variant as a served version (``load_version`` without its
     test-decode of English words, which the tiny model's alphabet lacks)."""
     path = bundle[0]
@@ -157,7 +157,7 @@ def _engine(bundle, scheduling, workers=1, max_batch=16):
         tokenizers=G2PTokenizers.load(path), backend=backends[0], parallel=ParallelTranscriber(backends),
         variant="fused", providers_used=[CPU], alphabet=frozenset(manifest.source_alphabet),
     )  # fmt: skip
-    engine = Engine(max_batch, 0.002, 64, Metrics(), workers, scheduling=scheduling)
+    engine = Engine(max_batch, 0.002, 64, Metrics(), workers, memory_share=memory_share, scheduling=scheduling)
     return engine, model
 
 
@@ -189,6 +189,39 @@ def test_the_engine_gives_the_same_answers_both_ways_and_a_short_job_overtakes_a
     assert len(results["continuous"][3][0]) == 3  # the n-best of a beam job
     assert order["batch"][:2] == ["long", "long beam"]  # per batch, the short jobs wait for the long ones
     assert set(order["continuous"][:2]) == {"short", "beam"}  # they join the running batch, leave it long before
+
+
+def test_beam_rows_stay_within_the_memory_share_and_a_wider_beam_decodes_alone(bundle, monkeypatch):
+    """A memory share of 6 rows (``batch_bytes`` of the model's longest word at its longest output, x6): beam-4
+    words (4 rows each) and greedy words share the batch without ever holding more rows than that, and a beam of 8
+    (wider than the share) joins an empty batch alone; every answer equals the per-batch scheduler's."""
+    _, probe = _engine(bundle, "batch")
+    row = batch_bytes(probe, 1, probe.max_input_chars, DecodeOptions(max_len=probe.max_output_tokens))
+    most: list[int] = []
+    step = RowBatch.step
+
+    def counted(self):
+        most.append(self.live)
+        return step(self)
+
+    monkeypatch.setattr(RowBatch, "step", counted)
+    results = {}
+    for scheduling in ("continuous", "batch"):
+        engine, model = _engine(bundle, scheduling, memory_share=6 * row)
+        try:
+            jobs = [Job(model, _words(12, seed=11), DecodeOptions(beam_size=4, nbest=2)),
+                    Job(model, _words(20, seed=12), DecodeOptions()),
+                    Job(model, _words(3, seed=13), DecodeOptions(beam_size=8, nbest=3))]  # fmt: skip
+            for job in jobs:
+                engine.submit(job)
+            results[scheduling] = [j.future.result(120) for j in jobs]
+        finally:
+            engine.stop()
+    assert most and max(most) <= 8  # 6 rows, or one beam of 8 alone
+    assert 8 in most and max(m for m in most if m != 8) <= 6
+    for got, want in zip(results["continuous"], results["batch"], strict=True):
+        for g, w in zip(got, want, strict=True):
+            assert [(h.phonemes, h.finished) for h in g] == [(h.phonemes, h.finished) for h in w]
 
 
 def test_a_cancelled_job_leaves_the_running_batch(bundle):
