@@ -13,7 +13,7 @@ graphs, see ``g2p.bundle``; a bundle without ``prefill``: its ``encoder`` and ``
   keys/values are padded to the widest source (masked by ``src_mask``).
 - ``step`` runs one ``rows_step`` for every row and returns the words that ended (``</s>`` or their length limit).
 - A word searched with a beam of K takes K rows (newcomers by the ``prefill`` graph only): its beams' book-keeping is
-  ``g2p.decoding``'s (``_expand``/``_advance``: the same candidates, ties and ends as ``beam_search``), and after each
+  ``g2p.decoding.WordBeams`` (the same candidates, ties and ends as ``beam_search``), and after each
   step its rows' self-attention caches are reordered among themselves (each new beam continues its parent's row;
   the cross-attention keys/values and masks are the same in all K rows). Its rows are its K rows in ascending
   order, which joining, reuse of dead rows and compaction all keep.
@@ -36,19 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from g2p.bundle import PREFILL, ROWS_STEP
-from g2p.decoding import (
-    DecodeOptions,
-    Hypothesis,
-    _advance,
-    _Beams,
-    _expand,
-    _give_up,
-    _next_tokens,
-    _ranked,
-    _real,
-    _start,
-    greedy_pick,
-)
+from g2p.decoding import DecodeOptions, Hypothesis, WordBeams, greedy_pick
 from g2p.ort_backend import OrtBackend
 from g2p.tokenization import BOS_ID, EOS_ID, pad_batch
 
@@ -102,20 +90,6 @@ class Ended:
         return self.hypotheses[0]
 
 
-@dataclass
-class _Group:
-    """A word searched with a beam: its beams (``g2p.decoding``'s book-keeping) and what ends it."""
-
-    beams: _Beams
-    limit: int
-    length_penalty: float
-    nbest: int
-
-    @property
-    def size(self) -> int:
-        return len(self.beams.live)
-
-
 def supports_rows(backend: object, beam: bool = False) -> bool:
     """True when ``backend`` can run a ``RowBatch`` (an ONNX Runtime backend whose variant has the graph); with
     ``beam``, beam-search words too (they join by the ``prefill`` graph)."""
@@ -132,7 +106,7 @@ class RowBatch:
         self.session = backend.sessions[ROWS_STEP]
         self.prefill = backend.sessions.get(PREFILL)  # None: an older bundle (newcomers take a first step apart)
         self.keys: list[Hashable | None] = []  # None: a dead row; a beam word's key on each of its rows
-        self.groups: dict[Hashable, _Group] = {}  # the beam words in the batch
+        self.groups: dict[Hashable, WordBeams] = {}  # the beam words in the batch
         self._empty()
 
     def _empty(self) -> None:
@@ -209,7 +183,7 @@ class RowBatch:
             return ended
         if k > 1:
             for key, limit in zip(keys, limits[::k].tolist(), strict=True):
-                self.groups[key] = _Group(_start(k), int(limit), options.length_penalty, options.nbest)
+                self.groups[key] = WordBeams.start(options, int(limit))
         placed = self._reuse(new)
         if placed < len(new.keys):
             self._merge(new.part(placed))
@@ -356,17 +330,15 @@ class RowBatch:
         return ended
 
     def _search(self, logits: np.ndarray, steps: np.ndarray) -> list[Ended]:
-        """One step of every beam word, from its rows' ``logits`` (rows, V) at output length ``steps`` (per row):
-        ``_expand``/``_advance`` as in ``beam_search``; a word that is done leaves (its n-best), the others' rows
-        get their caches reordered (each new beam continues its parent's row) and their next tokens."""
+        """One step of every beam word, from its rows' ``logits`` (rows, V) at output length ``steps`` (per row): a
+        word that is done leaves (its n-best), the others' rows get their caches reordered (each new beam continues
+        its parent's row) and their next tokens."""
         ended = []
         for key, rows in self._group_rows().items():
-            group = self.groups[key]
-            candidates = _expand(logits[rows], [group.beams])[0]
-            t = int(steps[rows[0]])
-            parents = _advance(group.beams, candidates, t, t >= group.limit, group.length_penalty)
+            beams = self.groups[key]
+            parents = beams.advance(logits[rows], int(steps[rows[0]]))
             if parents is None:
-                ended.append(Ended(key, tuple(_ranked(group.beams.finished, group.nbest))))
+                ended.append(Ended(key, beams.best()))
                 del self.groups[key]
                 self._kill(rows)
                 continue
@@ -374,7 +346,7 @@ class RowBatch:
             if (source != rows).any():
                 self.past_k[:, rows] = self.past_k[:, source]
                 self.past_v[:, rows] = self.past_v[:, source]
-            self.tokens[rows] = _next_tokens([group.beams])
+            self.tokens[rows] = beams.next_tokens()
         return ended
 
     def _group_rows(self) -> dict[Hashable, np.ndarray]:
@@ -405,9 +377,9 @@ class RowBatch:
                 self._kill([i])
         for key, rows in self._group_rows().items():
             if key in gone:
-                group = self.groups.pop(key)
-                _give_up(group.beams, _real(group.beams.live), int(self.positions[rows[0]]), group.length_penalty)
-                ended.append(Ended(key, tuple(_ranked(group.beams.finished, group.nbest))))
+                beams = self.groups.pop(key)
+                beams.give_up(int(self.positions[rows[0]]))
+                ended.append(Ended(key, beams.best()))
                 self._kill(rows)
         self._compact()
         return ended

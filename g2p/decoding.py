@@ -276,6 +276,45 @@ def beam_search(
     return [_ranked(source_beams.finished, options.nbest) for source_beams in beams]
 
 
+@dataclass
+class WordBeams:
+    """One source's beam search stepped from outside, a step at a time (``g2p.continuous``: a word's K rows in a
+    batch shared with other words): the same book-keeping as ``beam_search`` (``_expand`` / ``_advance``), so the
+    same candidates, ties, ends and n-best."""
+
+    beams: _Beams
+    limit: int
+    length_penalty: float
+    nbest: int
+
+    @classmethod
+    def start(cls, options: DecodeOptions, limit: int) -> WordBeams:
+        return cls(_start(options.beam_size), limit, options.length_penalty, options.nbest)
+
+    @property
+    def size(self) -> int:
+        """K: the rows this source takes."""
+        return len(self.beams.live)
+
+    def advance(self, logits: np.ndarray, t: int) -> np.ndarray | None:
+        """One step from the next-token ``logits`` (K, V) of this source's K rows, at output length ``t``: each new
+        beam's parent row (0..K-1), or None when the source is done (``best`` then holds its n-best)."""
+        candidates = _expand(logits, [self.beams])[0]
+        parents = _advance(self.beams, candidates, t, t >= self.limit, self.length_penalty)
+        return None if parents is None else np.asarray(parents, np.int64)
+
+    def next_tokens(self) -> np.ndarray:
+        """The token each of the K rows feeds at the next step."""
+        return _next_tokens([self.beams])
+
+    def give_up(self, t: int) -> None:
+        """Stop before the end (a cancelled or expired request): the live beams join ``best``, unfinished."""
+        _give_up(self.beams, _real(self.beams.live), t, self.length_penalty)
+
+    def best(self) -> tuple[Hypothesis, ...]:
+        return tuple(_ranked(self.beams.finished, self.nbest))
+
+
 def _start(beam_size: int) -> _Beams:
     """A source before the first step: one empty beam with logprob 0 and K-1 padding beams."""
     empty: tuple[int, ...] = ()
