@@ -14,7 +14,8 @@ Measures, single greedy words unless said:
 - a short request behind long ones: every worker busy with a 256-word request, then one single word: its latency
   against the long requests' (median of ``--long-rounds``); the same with beam search (``--beam``, every request);
 - answers: the full test split through each server in requests of 64 words, every word's tokens compared with the
-  in-process engine's, greedy and with the beam (every hypothesis of the n-best, ``--nbest``).
+  in-process engine's, greedy (``Generate`` and streamed by ``GenerateStream``) and with the beam (every hypothesis
+  of the n-best, ``--nbest``).
 
 The load generator is Python threads in this process (gRPC futures for the open loop): it shares the machine's
 CPUs with the server, the same for both servers.
@@ -168,6 +169,23 @@ def short_behind_long(target: Target, words: list[str], workers: int, rounds: in
             "ratio": round(statistics.median(ratios), 3), "rounds": rounds}  # fmt: skip
 
 
+def streamed(target: Target, words: list[str], expected: list[str]) -> int:
+    """Words streamed by ``GenerateStream`` (in requests of 64) whose token events or final answer differ from the
+    in-process engine's greedy tokens."""
+    bad = 0
+    for s in range(0, len(words), 64):
+        part = words[s : s + 64]
+        tokens: list[list[str]] = [[] for _ in part]
+        final: list[str] = ["" for _ in part]
+        for event in target.stub().GenerateStream(pb.GenerateRequest(inputs=part), timeout=120):
+            if event.HasField("token"):
+                tokens[event.index].append(event.token.token)
+            else:
+                final[event.index] = event.final.hypotheses[0].text
+        bad += sum(" ".join(t) != e or f != e for t, f, e in zip(tokens, final, expected[s : s + 64], strict=True))
+    return bad
+
+
 def answers(target: Target, words: list[str], expected: list[str], beam: int = 1, nbest: int = 1) -> int:
     """Words whose tokens over the wire (every hypothesis) differ from the in-process engine's."""
     got: list[str] = []
@@ -225,6 +243,7 @@ def main() -> int:
             t.mode: short_behind_long(t, words, args.workers, args.long_rounds, args.beam) for t in targets
         }
         r["answers_differing"] = {t.mode: answers(t, split, expected) for t in targets}
+        r["answers_differing_streamed"] = {t.mode: streamed(t, split, expected) for t in targets}
         r["answers_differing_beam"] = {t.mode: answers(t, split, expected_beam, args.beam, args.nbest) for t in targets}
         r["answers_words"] = len(split)
     finally:
@@ -234,7 +253,8 @@ def main() -> int:
     # counted in the table; anything else is a failure
     codes_ok = all(set(v["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"} for per in r["open_loop"].values()
                    for v in per.values())  # fmt: skip
-    same = all(n == 0 for k in ("answers_differing", "answers_differing_beam") for n in r[k].values())
+    kinds = ("answers_differing", "answers_differing_streamed", "answers_differing_beam")
+    same = all(n == 0 for k in kinds for n in r[k].values())
     failed = "" if codes_ok and same else f"codes ok {codes_ok}, answers identical {same}"
     return finish(report(r), r, args.out, failed, args.quick)
 
@@ -275,6 +295,8 @@ def report(r: dict) -> str:
         f"{bc['short_ms']} / {bc['long_ms']} ({bc['ratio']}) |",
         f"| words of the test split differing from the in-process engine (of {r['answers_words']}), greedy | "
         f"{r['answers_differing']['batch']} | {r['answers_differing']['continuous']} |",
+        f"| the same streamed (GenerateStream: every token event and the final answer) | "
+        f"{r['answers_differing_streamed']['batch']} | {r['answers_differing_streamed']['continuous']} |",
         f"| the same with beam {k}, all {r['nbest']} hypotheses of each word compared | "
         f"{r['answers_differing_beam']['batch']} | {r['answers_differing_beam']['continuous']} |",
         "",

@@ -11,7 +11,8 @@ graphs, see ``g2p.bundle``; a bundle without ``prefill``: its ``encoder`` and ``
   and values after a first step of its own, else masked) and the slots to its left are masked (``past_mask``),
   which the ``rows_step`` graph turns into an attention bias; each row feeds its own position. Cross-attention
   keys/values are padded to the widest source (masked by ``src_mask``).
-- ``step`` runs one ``rows_step`` for every row and returns the words that ended (``</s>`` or their length limit).
+- ``step`` runs one ``rows_step`` for every row and returns the words that ended (``</s>`` or their length limit);
+  ``on_emit``, when set, is called with each greedy row's key and token as it is emitted (streaming).
 - A word searched with a beam of K takes K rows (newcomers by the ``prefill`` graph only): its beams' book-keeping is
   ``g2p.decoding.WordBeams`` (the same candidates, ties and ends as ``beam_search``), and after each
   step its rows' self-attention caches are reordered among themselves (each new beam continues its parent's row;
@@ -30,7 +31,7 @@ Everything here is numpy; no torch.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +108,7 @@ class RowBatch:
         self.prefill = backend.sessions.get(PREFILL)  # None: an older bundle (newcomers take a first step apart)
         self.keys: list[Hashable | None] = []  # None: a dead row; a beam word's key on each of its rows
         self.groups: dict[Hashable, WordBeams] = {}  # the beam words in the batch
+        self.on_emit: Callable[[Hashable, int], None] | None = None  # each greedy token as it is emitted
         self._empty()
 
     def _empty(self) -> None:
@@ -199,6 +201,9 @@ class RowBatch:
         logits, state = b.step(np.full(len(keys), BOS_ID, np.int64), state)
         best, chosen = _pick(logits)
         eos = best == EOS_ID
+        if self.on_emit is not None:
+            for i in np.flatnonzero(~eos).tolist():
+                self.on_emit(keys[i], int(best[i]))
         ended, stay = [], []
         for i, key in enumerate(keys):
             if eos[i] or limits[i] <= 1:
@@ -313,6 +318,9 @@ class RowBatch:
         eos = best == EOS_ID
         emit = greedy & ~eos
         self.out[emit, self.positions[emit]] = best[emit]
+        if self.on_emit is not None:
+            for i in np.flatnonzero(emit).tolist():
+                self.on_emit(self.keys[i], int(best[i]))
         done = greedy & (eos | (steps >= self.limits))
         ended = []
         for i in np.flatnonzero(done).tolist():

@@ -14,8 +14,9 @@ Two schedulings (``scheduling``, the setting ``G2P_SCHEDULING``):
   its next decoder step and leave it as they end (``_run_rows``, ``_RowSession``); a word searched with a beam of K
   takes K rows, beside greedy words and words of other beam sizes. A job already decoding leaves ``HEADROOM`` of
   the rows free, and free rows go first to the job with the fewest rows, so a one-word request sent while every
-  worker decodes long requests finishes long before them; streaming still goes by batch. It needs the bundle's
-  ``rows_step`` graph (beam search also its ``prefill`` graph; else the model's jobs go by batch), and costs
+  worker decodes long requests finishes long before them; streamed (greedy) jobs get each token as its step
+  emits it. It needs the bundle's ``rows_step`` graph (beam search also its ``prefill`` graph; else the model's
+  jobs go by batch), and costs
   throughput: the per-step runs and the newcomers' encoder runs do more work than the ``greedy`` graph's loop
   (``bench/results/scheduling.md``).
 
@@ -47,7 +48,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -381,14 +382,13 @@ class Engine:
             self._settle(batch, self._run_rows if self._joins_rows(batch[0]) else self._run)
 
     def _joins_rows(self, job: Job) -> bool:
-        """Whether ``job`` is decoded by continuous batching: words, not streamed, on a model with the graphs for
-        it (``g2p.continuous``; beam search needs ``prefill`` too), when the engine schedules that way."""
-        return (
-            self.continuous
-            and job.work is None
-            and job.on_token is None
-            and (job.model.rows_capable if job.options.beam_size == 1 else job.model.rows_beam_capable)
-        )
+        """Whether ``job`` is decoded by continuous batching: words (streamed ones greedy), on a model with the
+        graphs for it (``g2p.continuous``; beam search needs ``prefill`` too), when the engine schedules that way."""
+        if not self.continuous or job.work is not None:
+            return False
+        if job.options.beam_size == 1:
+            return job.model.rows_capable
+        return job.on_token is None and job.model.rows_beam_capable
 
     def _settle(self, batch: list[Job], work: Callable[[list[Job]], None]) -> None:
         """Run ``work`` on a batch counted in ``_busy``; a failure fails the batch's unsettled jobs, never the
@@ -559,6 +559,7 @@ class _RowSession:
 
     def __init__(self, engine: Engine, model: ModelVersion, rows: RowBatch) -> None:
         self.engine, self.model, self.rows = engine, model, rows
+        rows.on_emit = self._emitted
         self.waiting: dict[Job, deque[int]] = {}  # word indices not yet in a row, per job, oldest job first
         self.results: dict[Job, list[list[Pronunciation]]] = {}
         self.left: dict[Job, int] = {}  # words not ended yet
@@ -578,6 +579,12 @@ class _RowSession:
     @property
     def busy(self) -> bool:
         return bool(self.left)
+
+    def _emitted(self, key: Hashable, token: int) -> None:
+        """A token a streamed job's word emitted (``RowBatch.on_emit``)."""
+        job, i = cast(tuple[Job, int], key)
+        if job.on_token is not None and job in self.left:
+            job.on_token(i, token)
 
     def free(self) -> tuple[int, int]:
         """Words and rows the running batch could take now."""

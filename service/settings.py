@@ -152,9 +152,9 @@ class Settings(BaseSettings):
     scheduling: Literal["batch", "continuous"] = Field(
         "batch",
         description="batch: a batch decodes to its end (one run of the fused greedy graph), then the next starts; "
-        "continuous: words (greedy or beam search) join a running batch at its next decoder step and leave it when "
-        "done, so a short request does not wait for a long one (needs the bundle's rows_step graph, and its prefill "
-        "graph for beam search; streaming goes by batch). bench/results/scheduling.md measures both",
+        "continuous: words (greedy, streamed or beam search) join a running batch at its next decoder step and leave "
+        "it when done, so a short request does not wait for a long one (needs the bundle's rows_step graph, and its "
+        "prefill graph for beam search). bench/results/scheduling.md measures both",
     )
     max_queue_delay_ms: float = Field(
         2.0, ge=0.0, le=10_000, description="how long a batch may wait for more requests while others decode"

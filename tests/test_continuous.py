@@ -51,6 +51,8 @@ def test_rows_joining_at_random_steps_decode_as_each_word_alone(bundle, tokenize
     rows, got, rng, pending = RowBatch(backend), {}, random.Random(1), list(range(len(words)))
     if not prefill:
         rows.prefill = None
+    streamed: dict[int, list[int]] = {}
+    rows.on_emit = lambda key, token: streamed.setdefault(key, []).append(token)
     widths = []
     while pending or rows.live:
         k = rng.choice([0, 0, 1, 3, 9])
@@ -64,6 +66,7 @@ def test_rows_joining_at_random_steps_decode_as_each_word_alone(bundle, tokenize
         assert got[i].tokens == expected[i].tokens, words[i]
         assert got[i].finished == expected[i].finished
         assert got[i].logprob == pytest.approx(expected[i].logprob, abs=1e-4)
+        assert tuple(streamed.get(i, [])) == got[i].tokens  # each token streamed once, in order, as emitted
     assert rows.rows == 0 and rows.width == 0  # everything left; the arrays are empty again
     assert max(widths) <= max_len + 8  # masked slots on the left are cut as the batch goes on
 
@@ -162,8 +165,7 @@ def _engine(bundle, scheduling, workers=1, max_batch=16, memory_share=0):
 
 
 def test_the_engine_gives_the_same_answers_both_ways_and_a_short_job_overtakes_a_long_one(bundle):
-    results = {}
-    order = {}
+    results, order, streams = {}, {}, {}
     for scheduling in ("continuous", "batch"):
         engine, model = _engine(bundle, scheduling)
         assert model.rows_capable and ROWS_STEP in model.backend.sessions
@@ -173,12 +175,17 @@ def test_the_engine_gives_the_same_answers_both_ways_and_a_short_job_overtakes_a
             short_job = Job(model, ["cat"], DecodeOptions())
             long_beam = Job(model, _words(40, seed=10), DecodeOptions(beam_size=4, nbest=2))
             beam_job = Job(model, ["dog", "cats"], DecodeOptions(beam_size=3, nbest=3))
-            jobs = {"long": long_job, "long beam": long_beam, "short": short_job, "beam": beam_job}
+            events: list[tuple[int, int]] = []
+            on_token = events.append
+            stream_job = Job(model, ["bird", "trees"], DecodeOptions(), on_token=lambda i, t, f=on_token: f((i, t)))
+            jobs = {"long": long_job, "long beam": long_beam, "short": short_job, "beam": beam_job,
+                    "stream": stream_job}  # fmt: skip
             for name, job in jobs.items():
                 job.future.add_done_callback(lambda _, n=name, done=finished: done.append(n))
                 engine.submit(job)
             results[scheduling] = [j.future.result(60) for j in jobs.values()]
             order[scheduling] = finished
+            streams[scheduling] = [[t for i, t in events if i == k] for k in range(2)]
         finally:
             engine.stop()
     for got, want in zip(results["continuous"], results["batch"], strict=True):  # the same tokens; the scores
@@ -187,8 +194,9 @@ def test_the_engine_gives_the_same_answers_both_ways_and_a_short_job_overtakes_a
             assert [(h.phonemes, h.finished) for h in g] == [(h.phonemes, h.finished) for h in w]
             assert [h.logprob for h in g] == pytest.approx([h.logprob for h in w], abs=1e-4)
     assert len(results["continuous"][3][0]) == 3  # the n-best of a beam job
+    assert streams["continuous"] == streams["batch"] and all(streams["batch"])  # the same tokens streamed
     assert order["batch"][:2] == ["long", "long beam"]  # per batch, the short jobs wait for the long ones
-    assert set(order["continuous"][:2]) == {"short", "beam"}  # they join the running batch, leave it long before
+    assert set(order["continuous"][:3]) == {"short", "beam", "stream"}  # they join the running batch, leave early
 
 
 def test_beam_rows_stay_within_the_memory_share_and_a_wider_beam_decodes_alone(bundle, monkeypatch):
