@@ -84,8 +84,12 @@ def main() -> int:
             by_graph[g] = sum(e["dur"] for e in model_runs) / 1e6
             runs[g] = len(model_runs)
             for e in events:
-                # a Loop's own time contains its body's nodes, which have their own events: count those
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"]["op_name"] != "Loop":
+                # a Loop's or an If's own time contains its subgraph's nodes, which have their own events: count those
+                if (
+                    e.get("cat") == "Node"
+                    and e["name"].endswith("_kernel_time")
+                    and e["args"]["op_name"] not in ("Loop", "If", "Scan")
+                ):
                     by_op[e["args"]["op_name"]] += e["dur"] / 1e6
                     calls[e["args"]["op_name"]] += 1
     # the profile covers warm-up + timed run: scale to the timed run by the share of words
