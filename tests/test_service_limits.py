@@ -166,14 +166,16 @@ def _memory_mib(pid: int) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_a_burst_of_wide_beams_stays_within_the_memory_budget():
+@pytest.mark.parametrize("scheduling", ["batch", "continuous"])
+def test_a_burst_of_wide_beams_stays_within_the_memory_budget(scheduling):
     """Two concurrent requests of the 128 longest test words at beam 16 (unbounded: 3.3 GB peak, 2.7 GB left after):
     the server in its own process, with a 700 MiB memory budget, peaks under the budget and comes back within 1.2x
-    of its warm RSS; the answers are those of an unbounded run (the first words, decoded alone)."""
+    of its warm RSS; the answers are those of an unbounded run (the first words, decoded alone). Both schedulings:
+    per batch (chunks within the share) and continuous (beam rows within the share)."""
     words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"), key=lambda w: (-len(w), w))[:128]
     budget = 700
     with (
-        server_process({"G2P_MEMORY_BUDGET_MB": str(budget)}) as (proc, port),
+        server_process({"G2P_MEMORY_BUDGET_MB": str(budget), "G2P_SCHEDULING": scheduling}) as (proc, port),
         grpc.insecure_channel(f"127.0.0.1:{port}") as ch,
     ):
         stub = pb_grpc.G2PStub(ch)
