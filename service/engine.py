@@ -45,6 +45,7 @@ import ctypes.util
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -79,9 +80,6 @@ once in the caller's thread (its whole-batch run takes milliseconds); a longer o
 HEADROOM = 0.125
 """Continuous batching: the share of a batch's words that a job already decoding leaves free, so that a request
 arriving next joins at the next step instead of waiting for a word to end."""
-MAX_ROWS_BEAM = 16
-"""Continuous batching without a memory budget: a batch holds at most ``max_batch_size`` words and this many times
-as many rows (beam words take K rows each; the settings' largest beam by default)."""
 
 
 DECODE_NICENESS = 10
@@ -427,11 +425,11 @@ class Engine:
             self._decode(live)
 
     def _run_rows(self, batch: list[Job]) -> None:
-        """Continuous batching on one of the model's backends: the batch's words and those of greedy jobs for the
-        same model queued meanwhile join a running ``RowBatch`` at its next step, while it has free rows, and
-        leave it as they end; a job is settled when its last word ends. Jobs are pulled only while rows are free
-        (the rest stay queued for other workers), and no longer once the oldest queued job cannot join (a beam or
-        streaming job, another model): the session then ends with its last row and that job is next.
+        """Continuous batching on one of the model's backends: the batch's words and those of jobs for the same
+        model queued meanwhile join a running ``RowBatch`` at its next step, while it has free rows, and leave it
+        as they end; a job is settled when its last word ends. Jobs are pulled only while rows are free (the rest
+        stay queued for other workers), and no longer once the oldest queued job cannot join (another model, a
+        tensor job, a streamed beam): the session then ends with its last row and that job is next.
         Jobs pulled are appended to ``batch``: a failure fails them too (see ``_settle``)."""
         live = self._start(batch)
         if not live:
@@ -453,7 +451,7 @@ class Engine:
         (words x beam) fit the ``free`` ones (a session without a ``backlog`` of waiting words also takes one job
         larger than that);
         larger ones stay queued for another worker or a later step. None once the oldest queued job cannot join
-        (a beam or streaming job, another model): the session then ends with its rows and that job goes next."""
+        (another model, a tensor job, a streamed beam): the session then ends with its rows and that job goes next."""
         free_words, free_rows = free
         if free_words <= 0 or free_rows <= 0:
             return []
@@ -570,11 +568,12 @@ class _RowSession:
 
     def _row_cap(self) -> int:
         """Rows at most (a beam word takes K): as many as fit the engine's memory share (``batch_bytes`` of the
-        model's longest word at its longest output; at least 1), ``size`` x the widest beam when unbounded."""
+        model's longest word at its longest output; at least 1). Without a share only ``size`` bounds the batch
+        (its words, each at most the largest beam a request may ask for)."""
         worst = DecodeOptions(max_len=self.model.max_output_tokens)
         row = batch_bytes(self.model, 1, self.model.max_input_chars, worst)
         share = self.engine.memory_share
-        return max(1, share // row) if share else self.size * MAX_ROWS_BEAM
+        return max(1, share // row) if share else sys.maxsize
 
     @property
     def busy(self) -> bool:
