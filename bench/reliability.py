@@ -242,6 +242,11 @@ def overload(quick: bool) -> dict[str, Any]:
             opened = log.codes("open")
             q_ok = 1 - 0.01 * opened["OK"] / max(1, sum(opened.values()))
             res["server_rpc_p99_accepted_le_s"] = histogram_quantile(metrics_port, "g2p_request_latency_seconds", q_ok)
+            # who refused: gRPC's door (max_queue_size RPCs in) or the engine, as the server counted them; the rest
+            # of the clients' RESOURCE_EXHAUSTED came from gRPC core's cap on calls not yet picked up (uncounted)
+            res["server_rejected"] = {labels["reason"]: v for n, labels, v in
+                                      metric_samples(metrics_port, "g2p_rejected_requests")
+                                      if n == "g2p_rejected_requests_total"}  # fmt: skip
             # the mean time of the engine's batches during the open loop
             batch_sum, batches = (a - b for a, b in zip(histogram_totals(metrics_port, "g2p_batch_seconds"),
                                                          batches_before, strict=True))  # fmt: skip
@@ -292,7 +297,8 @@ def overload(quick: bool) -> dict[str, Any]:
         check(res, "SERVING after", server.serving(), "health Check")
         print(
             f"  [info] server side (bucket bounds): in the engine's queue p99 <= {res['server_queue_wait_p99_le_s']} "
-            f"s; handler start to answer, accepted p99 <= {res['server_rpc_p99_accepted_le_s']} s",
+            f"s; handler start to answer, accepted p99 <= {res['server_rpc_p99_accepted_le_s']} s; refusals counted "
+            f"{res['server_rejected']}",
             flush=True,
         )
     finally:

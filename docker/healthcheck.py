@@ -1,6 +1,8 @@
 """Docker HEALTHCHECK: exit 0 when the server's grpc.health.v1 answers SERVING, else 1 (no binary downloaded).
 
-It reads the server's own settings from the environment: ``G2P_PORT``, and when ``G2P_TLS_CERT`` is set it speaks TLS
+It reads the server's own settings from the environment. With ``G2P_HEALTH_PORT`` (the server's plaintext health side
+port, which answers while the main port refuses a flood) it asks there, in plaintext. Else it asks ``G2P_PORT``, and
+when ``G2P_TLS_CERT`` is set it speaks TLS
 to 127.0.0.1, trusting ``G2P_HEALTHCHECK_CA`` (default: ``G2P_TLS_CERT`` itself, right for a self-signed server
 certificate) and checking the name ``G2P_HEALTHCHECK_SERVER_NAME`` (default ``localhost``) in the server's
 certificate. With mutual TLS (``G2P_TLS_CLIENT_CA``) it presents ``G2P_HEALTHCHECK_CERT`` / ``G2P_HEALTHCHECK_KEY``,
@@ -17,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 def channel() -> grpc.Channel:
     env = os.environ
+    if int(env.get("G2P_HEALTH_PORT") or -1) > 0:
+        return grpc.insecure_channel(f"127.0.0.1:{env['G2P_HEALTH_PORT']}")
     target = f"127.0.0.1:{env.get('G2P_PORT', '50051')}"
     server_cert = env.get("G2P_TLS_CERT")
     if not server_cert:

@@ -22,11 +22,12 @@ USER 10001
 ENV PYTHONPATH=/app \
     G2P_HOST=0.0.0.0 \
     G2P_PORT=50051 \
+    G2P_HEALTH_PORT=50052 \
     G2P_METRICS_HOST=0.0.0.0 \
     G2P_METRICS_PORT=8000 \
     G2P_MODEL_REPOSITORY=/models \
     G2P_LOG_FORMAT=json
-EXPOSE 50051 8000
+EXPOSE 50051 50052 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 CMD ["python", "/app/docker/healthcheck.py"]
 # exec form: the server is PID 1 and receives SIGTERM (graceful drain, exit 0)
 ENTRYPOINT ["python", "-m", "service"]

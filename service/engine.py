@@ -28,8 +28,10 @@ jobs before it starts; a plain greedy batch runs whole (the fused variant's ``gr
 run) and checks its rows once more just before that run; streaming, beam search and continuous batching go step by
 step and drop dead rows at the next step. Each dropped job is counted in ``g2p_dropped_requests_total{reason}``.
 The engine is bounded: at most ``max_queue_size`` jobs in it (queued or decoding; each holds its RPC's thread while
-it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in ``g2p_rejected_requests_total``.
-This is the one place where overload is decided (the server has more RPC threads than the engine admits jobs).
+it waits); beyond it ``submit`` and ``run`` raise ``QueueFull`` at once, counted in
+``g2p_rejected_requests_total{reason="queue"}``. In the server, gRPC's own limit on concurrent RPCs is the same
+number and refuses first, more cheaply (before a thread reads the request; ``reason="rpcs"``, see
+``service.metrics.MetricsInterceptor``); this bound then guards the engine's other callers.
 
 Memory is bounded by design: ``memory_share`` is what one batch may take (the server's memory budget less what the
 loaded process holds, divided among the batches that can decode at once: every worker and the inline decode). A
@@ -290,7 +292,7 @@ class Engine:
         if not self._accepting:
             raise EngineStopped("the server is shutting down")
         if self._admitted >= self.max_queue_size:
-            self.metrics.rejected.inc()
+            self.metrics.rejected.labels("queue").inc()
             raise QueueFull(
                 f"server busy: {self._admitted} requests already queued or decoding "
                 f"(max_queue_size={self.max_queue_size})"

@@ -36,7 +36,13 @@ class Metrics:
         )
         self.tokens = Counter("g2p_generated_tokens", "output tokens generated (incl. end tokens)", registry=r)
         self.queue_depth = Gauge("g2p_queue_depth", "requests waiting for a batch", registry=r)
-        self.rejected = Counter("g2p_rejected_requests", "requests refused because the queue was full", registry=r)
+        self.rejected = Counter(
+            "g2p_rejected_requests",
+            "requests refused at once because the server was full: by gRPC at its door, max_queue_size RPCs in "
+            "(rpcs), or by the engine, max_queue_size jobs in it (queue)",
+            ["reason"],
+            registry=r,
+        )
         self.dropped = Counter(
             "g2p_dropped_requests",
             "requests the engine dropped instead of decoding (or finishing) them: their deadline passed (deadline) "
@@ -79,6 +85,26 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self.m = metrics
+        self._door: Any = None
+
+    def watch(self, server: grpc.Server) -> bool:
+        """Count the calls that ``server``'s limit on concurrent RPCs (``maximum_concurrent_rpcs``) refuses: they
+        never reach a handler. grpcio calls interceptors in its polling thread, under its server lock, right after
+        it tested that limit and before it acts on the test, so the same test here (on grpcio's private server
+        state) is its decision exactly. False (the refusals go uncounted) where that state is not found."""
+        state = getattr(server, "_state", None)
+        if not all(hasattr(state, a) for a in ("active_rpc_count", "maximum_concurrent_rpcs", "lock")):
+            return False
+        self._door = state
+        return True
+
+    def _refused_at_the_door(self) -> bool:
+        door = self._door
+        return (
+            door is not None
+            and door.maximum_concurrent_rpcs is not None
+            and (door.active_rpc_count >= door.maximum_concurrent_rpcs)
+        )
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -86,6 +112,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             return None
         method = details.method.rsplit("/", 1)[-1]
         m = self.m
+        if self._refused_at_the_door():  # gRPC answers RESOURCE_EXHAUSTED without calling the handler
+            m.rejected.labels("rpcs").inc()
+            m.requests.labels(method, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
+            return handler
 
         def record(context: Any, start: float, failed: BaseException | None) -> None:
             code = context.code() if hasattr(context, "code") else None

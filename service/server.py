@@ -94,6 +94,8 @@ class G2PServer:
         self.repo: ModelRepository | None = None
         self.engine: Engine | None = None
         self.grpc_server: grpc.Server | None = None
+        self.health_server: grpc.Server | None = None
+        self.health_port = 0
 
     # ------------------------------------------------------------------ start
     def start(self) -> int:
@@ -127,12 +129,14 @@ class G2PServer:
             memory_share=self.memory_share(model, gpu),
             scheduling=s.scheduling,
         )
-        # more threads than the engine admits requests: no RPC waits for a thread unseen, and gRPC's own limit
-        # (uncounted) never refuses before the engine's queue does (RESOURCE_EXHAUSTED, counted)
-        threads = s.rpc_threads()
+        # overload is refused at gRPC's door: at most max_queue_size RPCs at once, each with a thread of its own
+        # (more threads than that: no RPC waits for one unseen); a call beyond it is answered RESOURCE_EXHAUSTED
+        # before a thread reads it, which costs far less CPU than a refusal by the engine (measured under a flood:
+        # docs/notes/2026-11-30-cheap-refusals.md), and the interceptor counts it
+        interceptor = MetricsInterceptor(self.metrics)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
-            interceptors=[MetricsInterceptor(self.metrics)],
+            futures.ThreadPoolExecutor(max_workers=s.rpc_threads(), thread_name_prefix="rpc"),
+            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
                 ("grpc.max_send_message_length", s.max_message_bytes),
@@ -146,8 +150,10 @@ class G2PServer:
                 ("grpc.max_connection_age_ms", int(s.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(s.shutdown_grace_s * 1000)),
             ],
-            maximum_concurrent_rpcs=threads,
+            maximum_concurrent_rpcs=s.max_queue_size,
         )
+        if not interceptor.watch(server):
+            log.warning("this grpcio's server state was not found: refusals at its door go uncounted")
         # a bad user lexicon stops the start (LexiconError naming its line); later, a bad edit keeps the previous one
         user = UserLexicon(s.user_lexicon, model.tokenizers.phoneme_inventory(), s.user_lexicon_check_s)
         g2p_pb2_grpc.add_G2PServicer_to_server(G2PServicer(s, self.repo, self.engine, user), server)
@@ -181,6 +187,7 @@ class G2PServer:
             raise OSError(f"cannot bind {address} (G2P_HOST / G2P_PORT)")
         server.start()
         self.grpc_server = server
+        self.health_server, self.health_port = self._health_side_port()
         if s.metrics_port >= 0:
             self.metrics.serve(s.metrics_host, s.metrics_port)
         self.repo.start_watching()
@@ -191,9 +198,27 @@ class G2PServer:
         log.info(
             "SERVING",
             extra={"address": f"{s.host}:{self.port}", "metrics_port": self.metrics.http_port,
+                   "health_port": self.health_port or None,
                    "seconds_to_serving": round(time.monotonic() - self.started_at, 3)},
         )  # fmt: skip
         return self.port
+
+    def _health_side_port(self) -> tuple[grpc.Server | None, int]:
+        """The plaintext side port (``health_port``) that answers grpc.health.v1 only, on threads of its own and
+        without the main port's limit on concurrent RPCs: probes get an answer while the main port refuses a
+        flood, and the kubelet's gRPC probe (plaintext) works beside a TLS main port."""
+        s = self.settings
+        if s.health_port < 0:
+            return None, 0
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"), options=[("grpc.so_reuseport", 0)]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(f"{s.host}:{s.health_port}")
+        if port == 0:
+            raise OSError(f"cannot bind {s.host}:{s.health_port} (G2P_HOST / G2P_HEALTH_PORT)")
+        server.start()
+        return server, port
 
     def memory_share(self, model: ModelVersion, gpu: bool) -> int:
         """What one decoding batch may take: the memory budget less this process's memory with the model loaded,
@@ -243,6 +268,8 @@ class G2PServer:
             self.engine.stop()
         if self.repo is not None:
             self.repo.stop()
+        if self.health_server is not None:  # NOT_SERVING until the end
+            self.health_server.stop(0)
         log.info("stopped")
 
     def wait(self) -> None:

@@ -104,9 +104,17 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=4096,
-        description="threads serving RPCs, also gRPC's limit on concurrent RPCs; 0 = auto: max_queue_size + "
+        description="threads serving RPCs; 0 = auto: max_queue_size + "
         f"{RPC_RESERVE}. A request holds its thread while it is in the engine, so there must be more threads than "
-        "max_queue_size: the engine's queue then decides overload (RESOURCE_EXHAUSTED, counted), never gRPC",
+        "max_queue_size, gRPC's limit on concurrent RPCs: no request waits for a thread unseen",
+    )
+    health_port: int = Field(
+        -1,
+        ge=-1,
+        le=65535,
+        description="a plaintext side port that answers only grpc.health.v1 (Kubernetes' gRPC probes, the Docker "
+        "healthcheck), on its own threads: it answers while the main port refuses a flood, and without TLS; "
+        "-1 = off, 0 = any free port",
     )
     tls_cert: Path | None = Field(None, description="PEM server certificate (chain): the server speaks TLS")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
@@ -163,8 +171,10 @@ class Settings(BaseSettings):
         256,
         ge=1,
         le=4096,
-        description="requests in the engine (queued or decoding); beyond it RESOURCE_EXHAUSTED at once, counted "
-        "in g2p_rejected_requests_total",
+        description="RPCs in the server at once (queued, decoding or being answered): beyond it gRPC refuses at "
+        "its door, before reading the request (RESOURCE_EXHAUSTED at once, counted in "
+        'g2p_rejected_requests_total{reason="rpcs"}: the cheapest refusal, so a flood leaves the CPU to decoding); '
+        "the engine also holds at most this many jobs",
     )
 
     memory_budget_mb: int = Field(
@@ -238,8 +248,8 @@ class Settings(BaseSettings):
         return self
 
     def rpc_threads(self) -> int:
-        """Threads serving RPCs (and gRPC's limit on concurrent RPCs): more than the engine admits, so that the
-        engine's queue, not gRPC, refuses overload."""
+        """Threads serving RPCs: more than gRPC's limit on concurrent RPCs (``max_queue_size``), so that no admitted
+        RPC waits for a thread."""
         return self.grpc_workers or self.max_queue_size + RPC_RESERVE
 
     def memory_budget(self) -> int:

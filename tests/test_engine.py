@@ -99,7 +99,11 @@ def test_a_full_engine_refuses_at_once_and_counts_it():
             eng.submit(Job(model, ["d"], GREEDY))
     with pytest.raises(QueueFull):
         eng.run(Job(model, ["e"], GREEDY))
-    assert eng.metrics.registry.get_sample_value("g2p_rejected_requests_total") == 3
+    ran: list[int] = []
+    with pytest.raises(QueueFull):  # a tensor job (the v2 encoder model) is bounded alike, and never run
+        eng.submit(Job(model, [], GREEDY, work=lambda: ran.append(1)))
+    assert not ran
+    assert eng.metrics.registry.get_sample_value("g2p_rejected_requests_total", {"reason": "queue"}) == 4
     model.gate.set()
     assert decoding.result(5) and queued.result(5)
     eng.submit(Job(model, ["f"], GREEDY)).result(5)  # settled jobs leave room

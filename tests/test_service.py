@@ -267,9 +267,10 @@ def test_32_concurrent_clients_are_batched(server, stub, test_words):
     assert float(_metric(text, 'g2p_requests_total{code="OK",method="Generate"}')) >= 32 * 6
 
 
-def test_overload_is_refused_by_the_engine_at_once_and_counted(monkeypatch):
-    """4 requests fill the engine (max_queue_size=4, their decoding held): the next ones are RESOURCE_EXHAUSTED at
-    once by the engine, counted in g2p_rejected_requests_total, none by gRPC's own limit; the 4 then finish."""
+def test_overload_is_refused_at_the_door_at_once_and_counted(monkeypatch):
+    """4 requests fill the server (max_queue_size=4, their decoding held): the next ones are RESOURCE_EXHAUSTED at
+    once by gRPC's limit on concurrent RPCs, before a thread reads them, each counted (reason rpcs); the 4 then
+    finish. Meanwhile the health side port answers SERVING, while the main port's health check is refused too."""
     gate = threading.Event()
     transcribe = ModelVersion.transcribe
 
@@ -277,7 +278,11 @@ def test_overload_is_refused_by_the_engine_at_once_and_counted(monkeypatch):
         gate.wait(30)
         return transcribe(self, *args, **kwargs)
 
-    with running_server(max_queue_size=4) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    with (
+        running_server(max_queue_size=4, health_port=0) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch,
+        grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as side,
+    ):
         stub = pb_grpc.G2PStub(ch)
         monkeypatch.setattr(ModelVersion, "transcribe", held)
         try:
@@ -286,15 +291,21 @@ def test_overload_is_refused_by_the_engine_at_once_and_counted(monkeypatch):
             _wait_for(lambda: server.engine.admitted == 4)
             refused = [stub.Generate.future(pb.GenerateRequest(inputs=["cat"]), timeout=60) for _ in range(6)]
             errors = [f.exception(timeout=10) for f in refused]
+            check = health_pb2.HealthCheckRequest(service="")
+            with pytest.raises(grpc.RpcError) as main_health:
+                health_pb2_grpc.HealthStub(ch).Check(check, timeout=10)
+            side_health = health_pb2_grpc.HealthStub(side).Check(check, timeout=10)
             assert not any(f.done() for f in admitted)
         finally:
             gate.set()
         phonemes = [f.result().outputs[0].hypotheses[0].text for f in admitted]
     assert phonemes == ["K AE1 T", "D AO1 G", "B ER1 D", "T R IY1"]
     assert {e.code() for e in errors} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
-    assert all("max_queue_size=4" in e.details() for e in errors)
+    assert main_health.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert side_health.status == health_pb2.HealthCheckResponse.SERVING
     metrics = server.metrics.registry
-    assert metrics.get_sample_value("g2p_rejected_requests_total") == 6
+    assert metrics.get_sample_value("g2p_rejected_requests_total", {"reason": "rpcs"}) == 6 + 1  # + the health check
+    assert metrics.get_sample_value("g2p_rejected_requests_total", {"reason": "queue"}) is None
     assert metrics.get_sample_value("g2p_requests_total", {"method": "Generate", "code": "RESOURCE_EXHAUSTED"}) == 6
 
 

@@ -52,8 +52,9 @@ def encoder_request(batch: int, src_len: int) -> v2.ModelInferRequest:
 # ------------------------------------------------------------------------------------------------ #5
 def test_encoder_model_is_bounded_like_the_rest(monkeypatch):
     """g2p_encoder: an answer over max_message_bytes is refused before computing (INVALID_ARGUMENT naming the limit
-    and the size); the engine's queue bound (RESOURCE_EXHAUSTED) and the deadline (DEADLINE_EXCEEDED, dropped
-    and never computed) apply to it as to every other request."""
+    and the size); the server's bound on requests (RESOURCE_EXHAUSTED, refused at gRPC's door before computing; the
+    engine's own bound on tensor jobs: tests/test_engine.py) and the deadline (DEADLINE_EXCEEDED, dropped and never
+    computed) apply to it as to every other request."""
     encoded: list[tuple[int, ...]] = []
     encode = ModelVersion.encode
 
@@ -93,7 +94,7 @@ def test_encoder_model_is_bounded_like_the_rest(monkeypatch):
             with pytest.raises(grpc.RpcError) as full:
                 infer(encoder_request(1, 5), timeout=30)
             assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "max_queue_size=4" in full.value.details()
+            assert (1, 5) not in encoded
         finally:
             gate.set()
         assert all(f.result().outputs for f in busy)
@@ -303,9 +304,15 @@ def test_the_docker_healthcheck_speaks_tls_when_the_server_does(tmp_path):
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
              str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext",
              "subjectAltName=DNS:localhost")  # fmt: skip
-    with running_server(tls_cert=cert, tls_key=key, metrics_port=-1) as srv:
+    with running_server(tls_cert=cert, tls_key=key, metrics_port=-1, health_port=0) as srv:
         done = _healthcheck(srv.port, G2P_TLS_CERT=cert, G2P_TLS_KEY=key)  # the image's environment
         assert done.returncode == 0, done.stderr
+        # with the images' health side port: plaintext there, beside the TLS main port
+        side = _healthcheck(srv.port, G2P_TLS_CERT=cert, G2P_TLS_KEY=key, G2P_HEALTH_PORT=srv.health_port)
+        assert side.returncode == 0, side.stderr
+        with grpc.insecure_channel(f"127.0.0.1:{srv.health_port}") as ch, pytest.raises(grpc.RpcError) as only:
+            pb_grpc.G2PStub(ch).Generate(pb.GenerateRequest(inputs=["cat"]), timeout=5)
+        assert only.value.code() == grpc.StatusCode.UNIMPLEMENTED  # the side port answers health only
     with running_server(metrics_port=-1) as srv:
         done = _healthcheck(srv.port)
         assert done.returncode == 0, done.stderr

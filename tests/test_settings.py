@@ -46,7 +46,8 @@ def test_settings_errors_name_the_field():
 
 
 def test_rpc_threads_exceed_what_the_engine_admits():
-    """Every request in the engine holds an RPC thread: with fewer threads gRPC would refuse (uncounted) first."""
+    """Every admitted RPC (at most max_queue_size, gRPC's limit) holds a thread: with fewer threads, requests would
+    wait for one unseen."""
     assert load_settings().rpc_threads() == 256 + RPC_RESERVE  # derived from max_queue_size by default
     assert load_settings(max_queue_size=8).rpc_threads() == 8 + RPC_RESERVE
     assert load_settings(grpc_workers=300).rpc_threads() == 300

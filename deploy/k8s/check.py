@@ -68,7 +68,7 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
     cm = by_kind["ConfigMap"][0]
     refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
     need(cm["metadata"]["name"] in refs, "container: envFrom does not name the G2P_* ConfigMap")
-    env = {"G2P_PORT": "50051", "G2P_METRICS_PORT": "8000", "G2P_SHUTDOWN_GRACE_S": "10"}
+    env = {"G2P_PORT": "50051", "G2P_HEALTH_PORT": "50052", "G2P_METRICS_PORT": "8000", "G2P_SHUTDOWN_GRACE_S": "10"}
     env.update({k: str(v) for k, v in cm.get("data", {}).items()})
     need(all(k.startswith("G2P_") for k in env), "ConfigMap: a key that is not a G2P_* setting")
     port, metrics_port = int(env["G2P_PORT"]), int(env["G2P_METRICS_PORT"])
@@ -82,10 +82,14 @@ def check(docs: list[dict[str, Any]]) -> list[str]:
     ports = {p["containerPort"]: p.get("name") for p in c.get("ports", [])}
     need(ports.get(port) == "grpc", f"container: no port named grpc on G2P_PORT {port}")
     need(ports.get(metrics_port) == "metrics", f"container: no port named metrics on G2P_METRICS_PORT {metrics_port}")
+    # the probes ask the health side port, which answers while the main port refuses a flood; without one, G2P_PORT
+    health_port = int(env["G2P_HEALTH_PORT"]) if int(env["G2P_HEALTH_PORT"]) > 0 else port
+    if health_port != port:
+        need(ports.get(health_port) == "health", f"container: no port named health on G2P_HEALTH_PORT {health_port}")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c.get(probe)
-        need(p is not None and p.get("grpc", {}).get("port") == port,
-             f"container: {probe} must be a grpc probe on port {port} (grpc.health.v1)")  # fmt: skip
+        need(p is not None and p.get("grpc", {}).get("port") == health_port,
+             f"container: {probe} must be a grpc probe on port {health_port} (grpc.health.v1)")  # fmt: skip
     sp = c.get("startupProbe") or {}
     startup_s = sp.get("periodSeconds", 10) * sp.get("failureThreshold", 3)
     need(startup_s >= MIN_STARTUP_S, f"startupProbe: {startup_s} s to start is less than {MIN_STARTUP_S} s")
