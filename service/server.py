@@ -130,7 +130,7 @@ class G2PServer:
             scheduling=s.scheduling,
         )
         # overload is refused at gRPC's door: at most max_queue_size RPCs at once, each with a thread of its own
-        # (more threads than that: no RPC waits for one unseen); a call beyond it is answered RESOURCE_EXHAUSTED
+        # (at least that many threads: no RPC waits for one unseen); a call beyond it is answered RESOURCE_EXHAUSTED
         # before a thread reads it, which costs far less CPU than a refusal by the engine (measured under a flood:
         # docs/notes/2026-11-30-cheap-refusals.md), and the interceptor counts it
         interceptor = MetricsInterceptor(self.metrics)

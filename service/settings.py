@@ -16,9 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["cpu", "cuda", "auto"]
 MAX_AUTO_WORKERS = 8  # each worker holds its own sessions (memory): more rarely pays on one host
-RPC_RESERVE = 16
-"""RPC threads beyond the engine's requests: health checks, metadata, the encoder tensor model, refusals."""
-
 
 NOT_BATCH_INVARIANT = {
     "int8": "this bundle's int8 quantises activations dynamically, one scale per tensor, i.e. per batch, so a "
@@ -104,9 +101,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=4096,
-        description="threads serving RPCs; 0 = auto: max_queue_size + "
-        f"{RPC_RESERVE}. A request holds its thread while it is in the engine, so there must be more threads than "
-        "max_queue_size, gRPC's limit on concurrent RPCs: no request waits for a thread unseen",
+        description="threads serving RPCs; 0 = auto: max_queue_size, gRPC's limit on concurrent RPCs. An admitted "
+        "RPC holds its thread until it is answered, so fewer threads than that would leave requests waiting for one "
+        "unseen (refused at start-up)",
     )
     health_port: int = Field(
         -1,
@@ -239,18 +236,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"default_beam_size ({self.default_beam_size}) exceeds max_beam_size ({self.max_beam_size})"
             )
-        if self.grpc_workers and self.grpc_workers < self.max_queue_size + RPC_RESERVE:
+        if self.grpc_workers and self.grpc_workers < self.max_queue_size:
             raise ValueError(
                 f"grpc_workers (G2P_GRPC_WORKERS={self.grpc_workers}) must be at least max_queue_size "
-                f"(G2P_MAX_QUEUE_SIZE={self.max_queue_size}) + {RPC_RESERVE}: every request in the engine holds an "
-                f"RPC thread; set it to {self.max_queue_size + RPC_RESERVE} or more, or 0 (derived)"
+                f"(G2P_MAX_QUEUE_SIZE={self.max_queue_size}), gRPC's limit on concurrent RPCs: every admitted RPC "
+                f"holds a thread; set it to {self.max_queue_size} or more, or 0 (derived)"
             )
         return self
 
     def rpc_threads(self) -> int:
-        """Threads serving RPCs: more than gRPC's limit on concurrent RPCs (``max_queue_size``), so that no admitted
+        """Threads serving RPCs: at least gRPC's limit on concurrent RPCs (``max_queue_size``), so that no admitted
         RPC waits for a thread."""
-        return self.grpc_workers or self.max_queue_size + RPC_RESERVE
+        return self.grpc_workers or self.max_queue_size
 
     def memory_budget(self) -> int:
         """The memory budget in bytes (see ``memory_budget_mb``)."""

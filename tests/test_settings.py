@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from service.settings import RPC_RESERVE, SettingsError, cpu_quota, load_settings
+from service.settings import SettingsError, cpu_quota, load_settings
 
 
 @pytest.mark.parametrize(
@@ -45,12 +45,12 @@ def test_settings_errors_name_the_field():
         load_settings(default_beam_size=20, max_beam_size=16)
 
 
-def test_rpc_threads_exceed_what_the_engine_admits():
+def test_rpc_threads_cover_what_grpc_admits():
     """Every admitted RPC (at most max_queue_size, gRPC's limit) holds a thread: with fewer threads, requests would
     wait for one unseen."""
-    assert load_settings().rpc_threads() == 256 + RPC_RESERVE  # derived from max_queue_size by default
-    assert load_settings(max_queue_size=8).rpc_threads() == 8 + RPC_RESERVE
+    assert load_settings().rpc_threads() == 256  # derived from max_queue_size by default
+    assert load_settings(max_queue_size=8).rpc_threads() == 8
     assert load_settings(grpc_workers=300).rpc_threads() == 300
     with pytest.raises(SettingsError, match=r"grpc_workers \(G2P_GRPC_WORKERS=64\) must be at least max_queue_size "
-                       r"\(G2P_MAX_QUEUE_SIZE=256\) \+ 16"):  # fmt: skip
+                       r"\(G2P_MAX_QUEUE_SIZE=256\), gRPC's limit"):  # fmt: skip
         load_settings(grpc_workers=64)
