@@ -14,8 +14,9 @@ load, and a soak of mixed traffic. Each check passes or fails; the exit code say
   truncated graph) and one that failed its parity gate: 0 failed requests, both bad ones FAILED with their reason,
   the last good one serving.
 - soak: 10 minutes of mixed traffic (Generate greedy and beam 5, GenerateStream, Phonemize, v2 g2p and g2p_text,
-  cancellations, short deadlines), RSS sampled every 5 s: growth <= 5 % after the first minute, 0 unexpected
-  statuses; the RSS curve as a PNG.
+  cancellations, short deadlines), RSS sampled every 5 s: growth <= 5 % after the first minute (the median of the
+  last minute's samples against the second minute's: one sample swings by about 5 %), 0 unexpected statuses; the
+  RSS curve as a PNG.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -448,14 +450,19 @@ def soak(quick: bool, out: Path | None) -> dict[str, Any]:
     finally:
         server.stop()
     unexpected = Counter(f"{r.kind}:{r.code}" for r in log.records if r.code not in allowed.get(r.kind, {"OK"}))
-    after_first = [m for t, m in curve if t >= 60.0] or [curve[-1][1]]
-    base, last = after_first[0], curve[-1][1]
+    # one RSS sample swings by ~15 MB (5 %) from the next under this traffic: growth is judged on the median of
+    # the samples in the minute after the first against the median of the last minute's
+    n = max(1, int(duration // 60))  # whole minutes; the sample taken as the load ends counts in the last one
+    minutes = [[m for t, m in curve if k * 60.0 <= t and (t < (k + 1) * 60.0 or k == n - 1)] for k in range(n)]
+    medians = [statistics.median(ms) for ms in minutes if ms]
+    base, last = (medians[1] if len(medians) > 2 else medians[0]), medians[-1]
     res |= {"duration_s": duration, "requests": len(log.records), "by_kind": dict(Counter(r.kind for r in log.records)),
             "codes": dict(log.codes()), "unexpected": dict(unexpected), "rss_curve": curve,
-            "rss_after_first_minute_mb": base, "rss_end_mb": last}  # fmt: skip
+            "rss_minute_medians_mb": medians, "rss_after_first_minute_mb": base, "rss_end_mb": last}  # fmt: skip
     check(res, "0 unexpected statuses", not unexpected, str(dict(unexpected)) or "none")
     if not quick:  # 30 s of the quick run are still the warm-up's growth: the curve is judged on the full run only
-        check(res, "RSS growth <= 5 % after the first minute", last <= 1.05 * base, f"{base:.0f} -> {last:.0f} MB")
+        check(res, "RSS growth <= 5 % after the first minute", last <= 1.05 * base,
+              f"{base:.0f} -> {last:.0f} MB (medians of the second and the last minute)")  # fmt: skip
     check(res, "SERVING after", serving, "health Check")
     if out is not None:
         plot(curve, out.with_suffix(".png"), duration)
