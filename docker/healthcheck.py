@@ -1,12 +1,12 @@
 """Docker HEALTHCHECK: exit 0 when the server's grpc.health.v1 answers SERVING, else 1 (no binary downloaded).
 
 It reads the server's own settings from the environment. With ``G2P_HEALTH_PORT`` (the server's plaintext health side
-port, which answers while the main port refuses a flood) it asks there, in plaintext. Else it asks ``G2P_PORT``, and
-when ``G2P_TLS_CERT`` is set it speaks TLS
-to 127.0.0.1, trusting ``G2P_HEALTHCHECK_CA`` (default: ``G2P_TLS_CERT`` itself, right for a self-signed server
-certificate) and checking the name ``G2P_HEALTHCHECK_SERVER_NAME`` (default ``localhost``) in the server's
-certificate. With mutual TLS (``G2P_TLS_CLIENT_CA``) it presents ``G2P_HEALTHCHECK_CERT`` / ``G2P_HEALTHCHECK_KEY``,
-a client certificate signed by that CA.
+port, which answers while the main port refuses a flood; the images set it) it asks there, in plaintext. Else it asks
+``G2P_PORT``, and when ``G2P_TLS_CERT`` is set it speaks TLS to 127.0.0.1, trusting ``G2P_HEALTHCHECK_CA`` (default:
+``G2P_TLS_CERT`` itself, right for a self-signed server certificate) and checking the name
+``G2P_HEALTHCHECK_SERVER_NAME`` (default ``localhost``) in the server's certificate. With mutual TLS
+(``G2P_TLS_CLIENT_CA``) it presents ``G2P_HEALTHCHECK_CERT`` / ``G2P_HEALTHCHECK_KEY``, a client certificate signed by
+that CA.
 """
 
 import os
