@@ -48,6 +48,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 from service_bench import build_loadgen, free_port, wait_ready  # noqa: E402
 
 from g2p.lexicon import read_test_split  # noqa: E402
+from service import allocator  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 from service.api.inference import grpc_service_pb2 as v2  # noqa: E402
@@ -77,6 +78,10 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def allocator(self) -> str:
+        """The C allocator the server process runs on (``allocator`` setting: jemalloc where installed)."""
+        return allocator.active(Path(f"/proc/{self.proc.pid}/maps"))
 
     def serving(self) -> bool:
         with G2PClient(f"127.0.0.1:{self.port}") as c:
@@ -212,6 +217,7 @@ def overload(quick: bool) -> dict[str, Any]:
     res: dict[str, Any] = {}
     metrics_port = free_port()
     server = start(G2P_METRICS_PORT=str(metrics_port))
+    res["allocator"] = server.allocator()
     try:
         warm = server.rss_mb()
         log = Log()
@@ -414,6 +420,7 @@ def soak(quick: bool, out: Path | None) -> dict[str, Any]:
     print("soak", flush=True)
     res: dict[str, Any] = {}
     server = start()
+    res["allocator"] = server.allocator()
     log = Log()
     allowed = {"deadline": {"OK", "DEADLINE_EXCEEDED"}, "cancel": {"OK", "CANCELLED"}}
 

@@ -7,10 +7,12 @@ served (no valid bundle, CUDA asked for and unavailable, port in use, a memory b
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from g2p.bundle import BundleError
 from g2p.lexicon import LexiconError
+from service.allocator import AllocatorError, preload_env
 from service.engine import MemoryBudgetError
 from service.runtime import ProviderError
 from service.server import G2PServer, configure_logging
@@ -23,6 +25,13 @@ def main() -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        env = preload_env(settings.allocator)
+    except AllocatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if env is not None:  # the same process (PID) again, on jemalloc
+        os.execve(sys.executable, [sys.executable, "-m", "service", *sys.argv[1:]], env)
     configure_logging(settings)
     server = G2PServer(settings)
     try:

@@ -59,6 +59,7 @@ from typing import Any, cast
 from g2p.continuous import Ended, RowBatch
 from g2p.decoding import DecodeOptions
 from g2p.pipeline import Pronunciation, pronunciation
+from service import allocator
 from service.metrics import Metrics
 from service.runtime import ModelVersion
 
@@ -273,7 +274,8 @@ class Engine:
                 self._last_jobs = 1
         if not inline:
             return self.submit(job)
-        self._settle([job], self._run)
+        with allocator.thread_cache():  # the decode's many small allocations, in an RPC thread
+            self._settle([job], self._run)
         return job.future
 
     def _inline(self, job: Job) -> bool:

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from g2p.decoding import DecodeOptions
+from service import allocator
 from service.api.g2p.v1 import g2p_pb2, g2p_pb2_grpc
 from service.api.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.engine import Engine, MemoryBudgetError, batch_bytes, fix_mmap_threshold, process_rss
@@ -135,7 +136,9 @@ class G2PServer:
         # docs/notes/2026-11-30-cheap-refusals.md), and the interceptor counts it
         interceptor = MetricsInterceptor(self.metrics)
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=s.rpc_threads(), thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(
+                max_workers=s.rpc_threads(), thread_name_prefix="rpc", initializer=allocator.disable_thread_cache
+            ),
             interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -198,7 +201,7 @@ class G2PServer:
         log.info(
             "SERVING",
             extra={"address": f"{s.host}:{self.port}", "metrics_port": self.metrics.http_port,
-                   "health_port": self.health_port or None,
+                   "health_port": self.health_port or None, "allocator": allocator.active(),
                    "seconds_to_serving": round(time.monotonic() - self.started_at, 3)},
         )  # fmt: skip
         return self.port

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.allocator import AllocatorChoice
+
 ProviderChoice = Literal["cpu", "cuda", "auto"]
 MAX_AUTO_WORKERS = 8  # each worker holds its own sessions (memory): more rarely pays on one host
 
@@ -146,6 +148,12 @@ class Settings(BaseSettings):
         False,
         description="onnxruntime's CPU memory arena: on, a burst's peak stays reserved by the process after it; off "
         "(default), memory goes back when the burst ends (measured no slower on this project's CPU machine)",
+    )
+    allocator: AllocatorChoice = Field(
+        "auto",
+        description="the C allocator of `python -m service` (it re-executes itself with jemalloc preloaded): auto = "
+        "jemalloc where installed (the images install it), else the C library's; jemalloc = refuse to start "
+        "without it; system = the C library's malloc",
     )
     warmup_runs: int = Field(2, ge=0, description="decodes run at load before the version reports READY")
     io_binding: bool = Field(

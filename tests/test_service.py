@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -25,6 +26,7 @@ from g2p.lexicon import read_test_split
 from g2p.ort_backend import OrtBackend
 from g2p.pipeline import transcribe
 from g2p.tokenization import G2PTokenizers, pad_batch
+from service import allocator
 from service.api.g2p.v1 import g2p_pb2 as pb
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc
 from service.runtime import ModelVersion
@@ -420,6 +422,9 @@ def test_deadline_is_honoured(server, stub, monkeypatch):
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits_0(test_words):
     with server_process({}) as (proc, port), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        # allocator=auto: where jemalloc is installed, the same process (the PID we signal) runs on it
+        on_jemalloc = "libjemalloc" in Path(f"/proc/{proc.pid}/maps").read_text()
+        assert on_jemalloc == (allocator.jemalloc_library() is not None)
         stub = pb_grpc.G2PStub(ch)
         slow = stub.Generate.future(
             pb.GenerateRequest(inputs=test_words, options=pb.GenerateOptions(beam_size=8)), timeout=60

@@ -171,8 +171,9 @@ def _memory_mib(pid: int) -> dict[str, int]:
 def test_a_burst_of_wide_beams_stays_within_the_memory_budget(scheduling):
     """Two concurrent requests of the 128 longest test words at beam 16 (unbounded: 3.3 GB peak, 2.7 GB left after):
     the server in its own process, with a 700 MiB memory budget, peaks under the budget and comes back within 1.2x
-    of its warm RSS; the answers are those of an unbounded run (the first words, decoded alone). Both schedulings:
-    per batch (chunks within the share) and continuous (beam rows within the share)."""
+    of its warm RSS (within 5 s: glibc returns the large blocks at once, jemalloc within about a second); the
+    answers are those of an unbounded run (the first words, decoded alone). Both schedulings: per batch (chunks
+    within the share) and continuous (beam rows within the share)."""
     words = sorted(read_test_split(ROOT / "data" / "cmudict-0.7b.test"), key=lambda w: (-len(w), w))[:128]
     budget = 700
     with (
@@ -192,6 +193,10 @@ def test_a_burst_of_wide_beams_stays_within_the_memory_budget(scheduling):
         burst = [stub.Generate.future(request, timeout=120) for _ in range(2)]
         answers = [[o.hypotheses[0].text for o in f.result().outputs] for f in burst]
         after = _memory_mib(proc.pid)
+        settle = time.monotonic() + 5  # jemalloc (the default where installed) returns freed pages after 1 s
+        while after["VmRSS"] > 1.2 * warm["VmRSS"] and time.monotonic() < settle:
+            time.sleep(0.25)
+            after = _memory_mib(proc.pid)
     assert after["VmHWM"] < budget, (warm, after)
     assert after["VmRSS"] <= 1.2 * warm["VmRSS"], (warm, after)
     assert answers[0] == answers[1] and answers[0][:3] == alone
