@@ -58,6 +58,7 @@ from g2p.lexicon import read_test_split  # noqa: E402
 from g2p.ort_backend import SessionConfig, ort_replicas  # noqa: E402
 from g2p.pipeline import ParallelTranscriber  # noqa: E402
 from g2p.tokenization import G2PTokenizers  # noqa: E402
+from service import allocator  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 from service.client import G2PClient  # noqa: E402
@@ -382,6 +383,7 @@ def measure(args: argparse.Namespace, binary: list[str] | None, words: list[str]
         helpers.append(echo)
         load.run(port, words[:64], 32, proc.pid)  # warm the server
         rss_warm = rss_mb(proc.pid)
+        server_allocator = allocator.active(Path(f"/proc/{proc.pid}/maps"))
         rounds = []
         single = Single(binary, port)
         try:
@@ -411,7 +413,7 @@ def measure(args: argparse.Namespace, binary: list[str] | None, words: list[str]
             p.wait(30)
     return {"variant": local.variant, "reference": reference, "rounds": rounds, "floor": floor, "hold_ms": hold_ms,
             "held_ms": held_ms, "seconds_to_serving": to_serving, "rss_warm": rss_warm, "rss_loaded": rss_loaded,
-            "exit_code": code}  # fmt: skip
+            "allocator": server_allocator, "exit_code": code}  # fmt: skip
 
 
 def summarize(raw: dict, args: argparse.Namespace, words: list[str]) -> dict:
@@ -456,7 +458,7 @@ def summarize(raw: dict, args: argparse.Namespace, words: list[str]) -> dict:
     held_p50 = pct(raw["held_ms"], 50)
     return {
         "machine": f"{cores} {plural(cores, 'CPU')} for the server, {args.threads} "
-        f"{plural(args.threads, 'worker')} x 1 intra-op thread; load generator: "
+        f"{plural(args.threads, 'worker')} x 1 intra-op thread, on {raw['allocator']}; load generator: "
         f"{wire[2]['generator']}"
         + f" on {where}",
         "load_generator_on_own_cpus": bool(args.client_cpus),
