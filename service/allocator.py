@@ -1,16 +1,17 @@
 """The C allocator the server runs on (``allocator`` setting).
 
-glibc's malloc keeps freed chunks in its arenas: under mixed traffic the server's RSS rose ~3-7 % over its first
-minutes and held there while the memory in use stayed flat (fragmentation, measured in
-docs/notes/2026-11-30-cheap-refusals.md). jemalloc returns such memory and held the 10-minute soak flat. A process
-cannot change its allocator once started, so ``python -m service`` re-executes itself (same PID: a container's
-PID 1 stays PID 1) with jemalloc in ``LD_PRELOAD`` before it loads anything. The images install Debian's
-libjemalloc2; elsewhere ``auto`` uses it where it is installed and the C library's malloc otherwise.
+glibc's malloc keeps freed chunks in its arenas: under mixed traffic the server's RSS rose 2.6-6.9 % over its first
+minutes and held there while the memory in use stayed flat (fragmentation); jemalloc held the 10-minute soak within
+3 % (docs/notes/2026-11-30-allocator.md). A process cannot change its allocator once started, so ``python -m
+service`` re-executes itself (same PID: a container's PID 1 stays PID 1) with jemalloc in ``LD_PRELOAD`` before it
+loads anything. The images install Debian's libjemalloc2; elsewhere ``auto`` uses it where it is installed and the
+C library's malloc otherwise.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,9 @@ def jemalloc_library() -> str | None:
     return ctypes.util.find_library("jemalloc")
 
 
+@functools.cache
 def _mallctl() -> Any:
+    """jemalloc's ``mallctl`` (looked up once: a process does not change its allocator), or None."""
     try:
         fn = ctypes.CDLL(None).mallctl  # in the process's global namespace when jemalloc is preloaded
     except AttributeError:
