@@ -31,7 +31,7 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if env is not None:  # the same process (PID) again, on jemalloc
-        os.execve(sys.executable, [sys.executable, "-m", "service", *sys.argv[1:]], env)
+        os.execve(sys.executable, sys.orig_argv, env)  # the same command line, interpreter options included
     configure_logging(settings)
     server = G2PServer(settings)
     try:
