@@ -127,6 +127,22 @@ def _rows(run) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_an_existing_run_is_not_overwritten_unless_asked(lexicon, tmp_path, capsys):
+    """A fresh run into a directory that already holds files (another run's) stops before any work, naming
+    --resume and --overwrite; the files stay as they were. With --overwrite it starts afresh there."""
+    out = tmp_path / "run"
+    out.mkdir()
+    theirs = out / "best.pt"
+    theirs.write_bytes(b"another run's weights")
+    args = ["--data", str(lexicon), "--out", str(out), "--epochs", "1", *TINY]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} already exists and is not empty" in err and "--resume" in err and "--overwrite" in err
+    assert theirs.read_bytes() == b"another run's weights" and sorted(p.name for p in out.iterdir()) == ["best.pt"]
+    assert main([*args, "--overwrite"]) == 0
+    assert ckpt.load_raw(out / "last.pt")["epoch"] == 1 and theirs.read_bytes() != b"another run's weights"
+
+
 def test_a_last_pt_from_before_the_scheduler_resumes_like_an_unbroken_run(lexicon, tmp_path):
     """A last.pt written when the learning rate was set by hand (no ``initial_lr`` in the optimiser's groups, the
     last update's ``lr``) goes on with the same learning rates, losses and dev scores as a run never stopped."""
