@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
+from common import memory_mib  # noqa: E402  (bench/: this script's folder)
 from reliability import start  # noqa: E402
 
 from g2p.lexicon import read_test_split  # noqa: E402
@@ -33,11 +34,6 @@ from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2_grpc as pb_grpc  # noqa: E402
 
 CHOICES = ("system", "jemalloc")
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
 
 
 def one_server(choice: str, longest: list[str], sample: list[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: how a run ends (its report printed, its files written)."""
+"""What the benchmark scripts share: how a run ends (its report printed, its files written); a process's memory."""
 
 from __future__ import annotations
 
@@ -20,3 +20,18 @@ def finish(text: str, result: dict, out: Path, failed: str = "", quick: bool = F
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """A process's resident memory now (``VmRSS``) and its peak (``VmHWM``), in MiB; NaN for a field not found."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(rest.split()[0]) / 1024
+    return {k: found.get(k, float("nan")) for k in ("VmRSS", "VmHWM")}
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MiB (NaN where not found)."""
+    return memory_mib(pid)["VmRSS"]

@@ -45,6 +45,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
+from common import rss_mb  # noqa: E402  (bench/: this script's folder)
 from service_bench import build_loadgen, free_port, wait_ready  # noqa: E402
 
 from g2p.lexicon import read_test_split  # noqa: E402
@@ -74,10 +75,7 @@ class Server:
     start_s: float
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mb(self.proc.pid)
 
     def allocator(self) -> str:
         """The C allocator the server process runs on (``allocator`` setting: jemalloc where installed)."""

@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import finish  # noqa: E402  (bench/: this script's folder)
+from common import finish, rss_mb  # noqa: E402  (bench/: this script's folder)
 
 from g2p.bundle import resolve_bundle, verify_bundle  # noqa: E402
 from g2p.decoding import DecodeOptions  # noqa: E402
@@ -72,13 +72,6 @@ LATENCY_WORDS = 300  # single-word latency: the first 300 words
 
 def pct(ms: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(ms), q))
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:

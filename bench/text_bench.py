@@ -65,7 +65,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import finish  # noqa: E402  (bench/: this script's folder)
+from common import finish, rss_mb  # noqa: E402  (bench/: this script's folder)
 
 from g2p.text.phonemizer import ModelCache, Phonemizer, TextPron  # noqa: E402
 from service.api.g2p.v1 import g2p_pb2 as pb  # noqa: E402
@@ -85,13 +85,6 @@ SOURCE_NAMES = {pb.SOURCE_LEXICON: "lexicon", pb.SOURCE_USER: "user", pb.SOURCE_
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ---------------------------------------------------------------------------------------------- the corpus
